@@ -1,0 +1,127 @@
+"""The process: wires the steps together and owns the main loop.
+
+``Desk.run_once()`` drains the inbox and the outbox once; ``Desk.run()`` keeps
+doing so, waiting in IMAP IDLE (or polling) in between, reconnecting with
+capped exponential backoff when a server goes away.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from maildesk.daemon.config import Config
+from maildesk.daemon.intake import BatchResult, IntakeRunner
+from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable
+from maildesk.daemon.sender import OutboxSender
+from maildesk.storage.store import TicketStore
+from maildesk.templates import default_renderer
+
+log = logging.getLogger("maildesk.daemon")
+
+BACKOFF_START_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+@dataclass
+class RunSummary:
+    handled: int = 0
+    quarantined: int = 0
+    sent: int = 0
+    deferred: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, batch: BatchResult) -> None:
+        self.handled += batch.handled
+        self.quarantined += batch.quarantined
+        for k, v in batch.outcomes.items():
+            self.outcomes[k] = self.outcomes.get(k, 0) + v
+
+
+class Desk:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = TicketStore(config.storage_path, prefix=config.tickets.prefix)
+        self.mailbox = Mailbox(config.imap)
+        self.sender = OutboxSender(config.smtp, self.store)
+        self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer())
+
+    def close(self) -> None:
+        self.mailbox.close()
+        self.sender.close()
+        self.store.close()
+
+    def __enter__(self) -> "Desk":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- one pass -----------------------------------------------------------------------
+    def drain_inbox(self, summary: RunSummary, should_stop: Callable[[], bool] = lambda: False) -> None:
+        while not should_stop():
+            batch = self.intake.run_batch()
+            summary.add(batch)
+            if batch.handled == 0:
+                return
+            # Acknowledge as we go: customers should not wait for a big backlog.
+            self.deliver_outbox(summary)
+
+    def deliver_outbox(self, summary: RunSummary) -> None:
+        sent, deferred = self.sender.deliver_due()
+        summary.sent += sent
+        summary.deferred += deferred
+
+    def run_once(self) -> RunSummary:
+        """Handle every waiting mail and send every due outbox entry, then return."""
+        summary = RunSummary()
+        self.mailbox.connect()
+        self.drain_inbox(summary)
+        self.deliver_outbox(summary)
+        return summary
+
+    # -- the daemon -----------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool]) -> RunSummary:
+        summary = RunSummary()
+        backoff = BACKOFF_START_SECONDS
+        outage: str | None = None
+        while not should_stop():
+            try:
+                if not self.mailbox.connected:
+                    self.mailbox.connect()
+                    if outage:
+                        log.info("IMAP server reachable again; resuming")
+                    outage = None
+                    backoff = BACKOFF_START_SECONDS
+                self.drain_inbox(summary, should_stop)
+                self.deliver_outbox(summary)
+                if should_stop():
+                    break
+                self.mailbox.wait_for_mail(self._wait_seconds(), should_stop)
+            except (MailboxUnavailable, *CONNECTION_ERRORS) as exc:
+                self.mailbox.close()
+                reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                if outage is None:
+                    # One line per outage, not one per retry.
+                    log.warning("IMAP connection lost: %s; retrying with backoff up to %ds",
+                                reason, BACKOFF_MAX_SECONDS)
+                outage = reason
+                self.deliver_outbox(summary)
+                _sleep(backoff, should_stop)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+        return summary
+
+    def _wait_seconds(self) -> float:
+        wait = self.config.imap.poll_seconds
+        due = self.sender.next_due()
+        if due is not None:
+            wait = min(wait, max(0.05, (due - datetime.now(timezone.utc)).total_seconds()))
+        return wait
+
+
+def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.2, deadline - time.monotonic()))

@@ -1,0 +1,339 @@
+"""Loading and validating ``config.toml``.
+
+Every key has a default (see the commented ``config.toml`` at the top of the
+repository); a wrong key or value stops start-up with one line naming it.
+Passwords come from the file or, preferably, from an environment variable
+named by ``password_env``; they are held in objects whose ``repr`` hides them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class Secret(str):
+    """A string that never shows itself in logs or tracebacks."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True)
+class Technician:
+    email: str
+    name: str
+    nda_signed: date | None = None
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: Secret = field(repr=False)
+    folder: str = "INBOX"
+    processed_folder: str = "Helpdesk/Processed"
+    quarantine_folder: str = "Helpdesk/Quarantine"
+    batch_size: int = 50
+    idle: bool = True
+    poll_seconds: float = 30.0
+    timeout_seconds: float = 60.0
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: str
+    from_address: str
+    from_name: str
+    username: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    timeout_seconds: float = 60.0
+    retry_max_minutes: float = 60.0
+    max_attempts: int = 12
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketsConfig:
+    prefix: str = "TS"
+    max_message_bytes: int = 40 * 2**20
+    max_attachment_bytes: int = 15 * 2**20
+    ack_limit_per_hour: int = 5
+    notify_unassigned: str = "team"
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    supervisor: str | None = None
+    leadership: tuple[str, ...] = ()
+    technicians: tuple[Technician, ...] = ()
+
+    @property
+    def staff_addresses(self) -> frozenset[str]:
+        found = {t.email for t in self.technicians}
+        if self.supervisor:
+            found.add(self.supervisor)
+        found.update(self.leadership)
+        return frozenset(found)
+
+    def technician(self, email: str) -> Technician | None:
+        for tech in self.technicians:
+            if tech.email == email:
+                return tech
+        return None
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    weekday: str = "monday"
+    time: time = time(9, 0)
+    timezone: ZoneInfo = ZoneInfo("Asia/Shanghai")
+    language: str = "zh"
+
+
+@dataclass(frozen=True)
+class Config:
+    imap: ImapConfig
+    smtp: SmtpConfig
+    storage_path: Path
+    tickets: TicketsConfig
+    team: TeamConfig
+    report: ReportConfig
+    log_level: str = "info"
+    log_file: Path | None = None
+    source: Path | None = None
+    # Language of mail to staff (notifications, error replies).
+    team_language: str = "zh"
+
+    @property
+    def support_address(self) -> str:
+        return self.smtp.from_address
+
+
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Config:
+    """Read and validate a config file; relative storage paths resolve against its folder."""
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(raw, base_dir=path.resolve().parent, environ=env, source=path)
+
+
+def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Environ,
+                 source: Path | None = None) -> Config:
+    r = _Reader(raw)
+    imap = ImapConfig(
+        host=r.str("imap.host"),
+        port=r.int("imap.port", default=None, minimum=1, maximum=65535),
+        security=r.choice("imap.security", ("ssl", "starttls", "none"), default="ssl"),
+        username=r.str("imap.username"),
+        password=_password(r, "imap", environ, required=True),
+        folder=r.str("imap.folder", default="INBOX"),
+        processed_folder=r.str("imap.processed_folder", default="Helpdesk/Processed"),
+        quarantine_folder=r.str("imap.quarantine_folder", default="Helpdesk/Quarantine"),
+        batch_size=r.int("imap.batch_size", default=50, minimum=1, maximum=1000),
+        idle=r.bool("imap.idle", default=True),
+        poll_seconds=r.float("imap.poll_seconds", default=30.0, minimum=0.1),
+        timeout_seconds=r.float("imap.timeout_seconds", default=60.0, minimum=1),
+        ca_file=r.str("imap.ca_file", default=None),
+    )
+    _check_transport("imap", imap.host, imap.security, r.bool("imap.allow_insecure", default=False))
+    smtp_user = r.str("smtp.username", default=None)
+    smtp = SmtpConfig(
+        host=r.str("smtp.host"),
+        port=r.int("smtp.port", default=None, minimum=1, maximum=65535),
+        security=r.choice("smtp.security", ("ssl", "starttls", "none"), default="ssl"),
+        from_address=r.address("smtp.from_address"),
+        from_name=r.str("smtp.from_name", default="Service Desk"),
+        username=smtp_user,
+        password=_password(r, "smtp", environ, required=smtp_user is not None),
+        timeout_seconds=r.float("smtp.timeout_seconds", default=60.0, minimum=1),
+        retry_max_minutes=r.float("smtp.retry_max_minutes", default=60.0, minimum=0.01),
+        max_attempts=r.int("smtp.max_attempts", default=12, minimum=1),
+        ca_file=r.str("smtp.ca_file", default=None),
+    )
+    _check_transport("smtp", smtp.host, smtp.security, r.bool("smtp.allow_insecure", default=False))
+    storage_path = Path(r.str("storage.path", default="var/helpdesk.json"))
+    if not storage_path.is_absolute():
+        storage_path = base_dir / storage_path
+    prefix = r.str("tickets.prefix", default="TS")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,9}", prefix):
+        raise ConfigError("tickets.prefix must be 1-10 letters or digits, starting with a letter")
+    tickets = TicketsConfig(
+        prefix=prefix.upper(),
+        max_message_bytes=int(r.float("tickets.max_message_mb", default=40, minimum=0.01) * 2**20),
+        max_attachment_bytes=int(r.float("tickets.max_attachment_mb", default=15, minimum=0.001) * 2**20),
+        ack_limit_per_hour=r.int("tickets.ack_limit_per_hour", default=5, minimum=0),
+        notify_unassigned=r.choice("tickets.notify_unassigned", ("team", "supervisor", "none"), default="team"),
+    )
+    techs = []
+    for i, entry in enumerate(r.list("team.technicians", default=[])):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"team.technicians[{i}] must be a table with email and name")
+        er = _Reader(entry, prefix=f"team.technicians[{i}].")
+        nda = entry.get("nda_signed")
+        if isinstance(nda, str):
+            try:
+                nda = date.fromisoformat(nda)
+            except ValueError:
+                raise ConfigError(f"team.technicians[{i}].nda_signed must be YYYY-MM-DD") from None
+        elif nda is not None and not isinstance(nda, date):
+            raise ConfigError(f"team.technicians[{i}].nda_signed must be YYYY-MM-DD")
+        email = er.address("email")
+        techs.append(Technician(email=email, name=er.str("name", default=email), nda_signed=nda))
+    supervisor = r.str("team.supervisor", default=None)
+    team = TeamConfig(
+        supervisor=r.address("team.supervisor") if supervisor else None,
+        leadership=tuple(_lower_address(a, "team.leadership") for a in r.list("team.leadership", default=[])),
+        technicians=tuple(techs),
+    )
+    tz_name = r.str("report.timezone", default="Asia/Shanghai")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"report.timezone {tz_name!r} is not a known time zone") from None
+    at = r.str("report.time", default="09:00")
+    try:
+        at_time = time.fromisoformat(at)
+    except ValueError:
+        raise ConfigError("report.time must be HH:MM") from None
+    report = ReportConfig(
+        weekday=r.choice("report.weekday", _WEEKDAYS, default="monday"),
+        time=at_time,
+        timezone=tz,
+        language=r.choice("report.language", ("zh", "en"), default="zh"),
+    )
+    log_file = r.str("log.file", default=None)
+    return Config(
+        imap=imap, smtp=smtp, storage_path=storage_path, tickets=tickets, team=team, report=report,
+        team_language=r.choice("team.language", ("zh", "en"), default=report.language),
+        log_level=r.choice("log.level", ("debug", "info", "warning", "error"), default="info"),
+        log_file=(base_dir / log_file) if log_file and not Path(log_file).is_absolute() else
+        (Path(log_file) if log_file else None),
+        source=source,
+    )
+
+
+def _password(r: "_Reader", section: str, environ, *, required: bool) -> Secret | None:
+    var = r.str(f"{section}.password_env", default=None)
+    if var:
+        value = environ.get(var)
+        if value is None:
+            raise ConfigError(f"{section}.password_env names {var}, which is not set in the environment")
+        return Secret(value)
+    value = r.str(f"{section}.password", default=None)
+    if value is None:
+        if required:
+            raise ConfigError(f"{section}.password or {section}.password_env is required")
+        return None
+    return Secret(value)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_transport(section: str, host: str, security: str, allow_insecure: bool) -> None:
+    # Credentials and customer data must not cross a network in clear text by accident.
+    if security == "none" and not allow_insecure and not is_loopback(host):
+        raise ConfigError(f'{section}.security = "none" is only allowed for loopback hosts '
+                          f"unless {section}.allow_insecure = true")
+
+
+def _lower_address(value, key: str) -> str:
+    if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+        raise ConfigError(f"{key} must hold mail addresses, got {value!r}")
+    return value.strip().lower()
+
+
+class _Reader:
+    """Typed access to nested TOML tables with dotted key names in errors."""
+
+    _MISSING = object()
+
+    def __init__(self, raw: dict, prefix: str = "") -> None:
+        self._raw = raw
+        self._prefix = prefix
+
+    def _get(self, key: str, default):
+        node = self._raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is self._MISSING:
+                    raise ConfigError(f"{self._prefix}{key} is required")
+                return default
+            node = node[part]
+        return node
+
+    def str(self, key: str, default=_MISSING):
+        value = self._get(key, default)
+        if value is None or value is default:
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{self._prefix}{key} must be a string")
+        return value
+
+    def address(self, key: str) -> str:
+        return _lower_address(self._get(key, self._MISSING), self._prefix + key)
+
+    def int(self, key: str, default=_MISSING, minimum=None, maximum=None):
+        value = self._get(key, self._MISSING if default is None else default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self._prefix}{key} must be an integer")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ConfigError(f"{self._prefix}{key} must be between {minimum} and {maximum}")
+        return value
+
+    def float(self, key: str, default=_MISSING, minimum=None):
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{self._prefix}{key} must be a number")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self._prefix}{key} must be at least {minimum}")
+        return float(value)
+
+    def bool(self, key: str, default=_MISSING) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._prefix}{key} must be true or false")
+        return value
+
+    def list(self, key: str, default=_MISSING) -> list:
+        value = self._get(key, default)
+        if not isinstance(value, list):
+            raise ConfigError(f"{self._prefix}{key} must be a list")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default=_MISSING) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or value.lower() not in options:
+            raise ConfigError(f"{self._prefix}{key} must be one of {', '.join(options)}")
+        return value.lower()

@@ -1,0 +1,188 @@
+"""The intake runner: a batch of fetched mail -> store -> marked processed.
+
+The order of durable steps is the whole point of this module:
+
+1. record one handling attempt for every mail of the batch, commit;
+2. parse, route and apply each mail in memory (the store sees the effects
+   of earlier mails of the same batch);
+3. commit the batch: tickets, outbox entries and processed keys together;
+4. only then move the mails out of the inbox.
+
+A crash before 3 leaves the mails in the inbox with an attempt recorded: they
+are handled again, each alone, and after ``MAX_ATTEMPTS`` a mail that keeps
+killing the daemon is quarantined instead of stopping the desk forever.  A
+crash between 3 and 4 re-reads mails whose key is already processed: they
+are only moved.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from maildesk.daemon.config import Config
+from maildesk.daemon.mailbox import Fetched, Mailbox
+from maildesk.model import Address, InboundMail
+from maildesk.parsers import parse_mail
+from maildesk.storage.store import TicketStore
+from maildesk.templates import Renderer
+from maildesk.workflow.intake import DeskContext, Effects, ack_window_start, handle
+from maildesk.workflow.route import Directory, route_mail
+
+log = logging.getLogger("maildesk.intake")
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class BatchResult:
+    handled: int = 0
+    moved: int = 0
+    quarantined: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def directory_from(config: Config) -> Directory:
+    return Directory(
+        support_address=config.support_address,
+        prefix=config.tickets.prefix,
+        technicians=frozenset(t.email for t in config.team.technicians),
+        supervisor=config.team.supervisor,
+        leadership=frozenset(config.team.leadership),
+    )
+
+
+class IntakeRunner:
+    def __init__(self, config: Config, store: TicketStore, mailbox: Mailbox, renderer: Renderer,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.config = config
+        self.store = store
+        self.mailbox = mailbox
+        self.renderer = renderer
+        self.clock = clock
+        self.directory = directory_from(config)
+        self.desk = Address(config.smtp.from_address, config.smtp.from_name)
+
+    def run_batch(self) -> BatchResult:
+        """Handle up to one batch of waiting mail; returns what happened."""
+        result = BatchResult()
+        uids = self.mailbox.waiting_uids()[: self.config.imap.batch_size]
+        if not uids:
+            return result
+        fetched = self.mailbox.fetch(uids, self.config.tickets.max_message_bytes)
+        hashes = {f.uid: _raw_key(f) for f in fetched}
+        # Mails that were in flight when the daemon last died are handled one
+        # at a time, so a poison mail cannot drag its batch neighbours to quarantine.
+        suspects = [f for f in fetched if self.store.attempts(hashes[f.uid]) > 0]
+        groups = [[f] for f in suspects] if suspects else [fetched]
+        for group in groups:
+            self._run_group(group, hashes, result)
+        return result
+
+    def _run_group(self, group: list[Fetched], hashes: dict[int, str], result: BatchResult) -> None:
+        to_processed: list[int] = []
+        to_quarantine: list[int] = []
+        poisoned: list[Fetched] = []
+        for f in group:
+            if self.store.attempts(hashes[f.uid]) >= MAX_ATTEMPTS:
+                poisoned.append(f)
+            else:
+                self.store.record_attempt(hashes[f.uid])
+        self.store.commit()
+
+        for f in group:
+            started = time.perf_counter()
+            if f in poisoned:
+                outcome = self._quarantine(f, hashes[f.uid],
+                                           f"handling it stopped the daemon {MAX_ATTEMPTS} times")
+            elif f.data is None:
+                outcome = self._quarantine(f, hashes[f.uid],
+                                           f"message of {f.size} bytes is larger than the limit of "
+                                           f"{self.config.tickets.max_message_bytes} bytes")
+            else:
+                outcome = self._handle_one(f, hashes[f.uid])
+            (to_quarantine if outcome == "quarantined" else to_processed).append(f.uid)
+            result.handled += 1
+            result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+            log.debug("uid %s handled in %.1f ms", f.uid, (time.perf_counter() - started) * 1000)
+
+        self.store.commit()
+        # The effects are durable: now, and only now, the mails may leave the inbox.
+        self.mailbox.move(to_processed, self.config.imap.processed_folder)
+        self.mailbox.move(to_quarantine, self.config.imap.quarantine_folder)
+        result.moved += len(to_processed)
+        result.quarantined += len(to_quarantine)
+
+    def _handle_one(self, fetched: Fetched, raw_key: str) -> str:
+        started = time.perf_counter()
+        mail = parse_mail(fetched.data, max_attachment_bytes=self.config.tickets.max_attachment_bytes)
+        done = self.store.processed(mail.key)
+        if done is not None:
+            self.store.clear_attempts(raw_key)
+            log.info("mail %s already handled (%s %s); moving it out of the inbox", mail.key,
+                     done.outcome, done.ticket or "")
+            return "duplicate" if done.outcome != "quarantined" else "quarantined"
+        try:
+            effects = self._effects_for(mail)
+        except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the desk
+            log.error("mail %s could not be handled: %s\n%s", mail.key, exc, traceback.format_exc())
+            return self._quarantine(fetched, raw_key, f"internal error: {exc.__class__.__name__}: {exc}",
+                                    key=mail.key)
+        now = self.clock()
+        self._apply(effects, mail, now)
+        self.store.clear_attempts(raw_key)
+        outcome = "quarantined" if effects.outcome == "quarantined" else effects.outcome
+        log.info("mail %s from %s -> %s %s%s (%.1f ms)", mail.message_id or mail.key,
+                 mail.sender.email if mail.sender else "?", outcome,
+                 effects.ticket.tag if effects.ticket else "-",
+                 f" [{effects.reason}]" if effects.reason else "",
+                 (time.perf_counter() - started) * 1000)
+        return outcome
+
+    def _effects_for(self, mail: InboundMail) -> Effects:
+        now = self.clock()
+        ctx = DeskContext(
+            directory=self.directory, desk=self.desk, renderer=self.renderer, now=now,
+            ack_limit_per_hour=self.config.tickets.ack_limit_per_hour,
+            notify_unassigned=self.config.tickets.notify_unassigned,
+            staff_language=self.config.team_language,
+            max_attachment_bytes=self.config.tickets.max_attachment_bytes,
+        )
+        route = route_mail(mail, self.store, self.directory)
+        if route.kind == "new":
+            number = self.store.allocate_ticket_number()
+            acks = self.store.acks_since(mail.sender.email, ack_window_start(now))
+            return handle(mail, route, ctx, number=number, tag=self.store.format_tag(number),
+                          acks_last_hour=acks)
+        return handle(mail, route, ctx)
+
+    def _apply(self, effects: Effects, mail: InboundMail, now: datetime) -> None:
+        for blob in effects.blobs:
+            self.store.attachments.put(blob)
+        if effects.ticket is not None:
+            self.store.save_ticket(effects.ticket)
+        for out in effects.outbound:
+            self.store.enqueue(out)
+        for out in effects.outbox_updates:
+            self.store.update_outbound(out)
+        if effects.acked_sender:
+            self.store.record_ack(effects.acked_sender, now)
+        self.store.record_processed(mail.key, effects.outcome,
+                                    ticket=effects.ticket.tag if effects.ticket else None,
+                                    reason=effects.reason, at=now)
+
+    def _quarantine(self, fetched: Fetched, raw_key: str, reason: str, *, key: str | None = None) -> str:
+        self.store.record_processed(key or raw_key, "quarantined", ticket=None, reason=reason, at=self.clock())
+        self.store.clear_attempts(raw_key)
+        log.warning("mail uid %s (%s) quarantined: %s", fetched.uid, key or raw_key, reason)
+        return "quarantined"
+
+
+def _raw_key(fetched: Fetched) -> str:
+    if fetched.data is None:
+        return f"uid-size:{fetched.uid}:{fetched.size}"
+    return "sha256:" + hashlib.sha256(fetched.data).hexdigest()

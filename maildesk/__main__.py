@@ -1,0 +1,3 @@
+from maildesk.cli import main
+
+raise SystemExit(main())

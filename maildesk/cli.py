@@ -1,0 +1,180 @@
+"""``helpdesk``: the command line.
+
+    helpdesk -c CONFIG run                   the daemon (SIGTERM/SIGINT: finish the mail in hand, exit 0)
+    helpdesk -c CONFIG once                  handle waiting mail, send due mail, exit
+    helpdesk -c CONFIG tickets list [--json]
+    helpdesk -c CONFIG tickets show ID [--json]
+    helpdesk demo                            everything in one process, with loopback mail servers
+
+Failures that make the desk unusable (config, store, servers) print one line
+to stderr and exit non-zero: 2 config, 3 store, 4 mail server.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from maildesk import __version__
+
+EXIT_CONFIG, EXIT_STORE, EXIT_SERVER = 2, 3, 4
+
+
+class _UtcFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802 - logging API
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", self.converter(record.created))
+
+
+def setup_logging(level: str = "info", file: Path | None = None) -> None:
+    handler: logging.Handler
+    if file:
+        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        file.touch(mode=0o600, exist_ok=True)
+        handler = logging.FileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("maildesk")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="helpdesk", description="Email-driven helpdesk daemon.")
+    parser.add_argument("-c", "--config", default="config.toml", help="config file (default ./config.toml)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    sub.add_parser("once", help="handle waiting mail and due outbox mail, then exit")
+    tickets = sub.add_parser("tickets", help="look at tickets")
+    tsub = tickets.add_subparsers(dest="tickets_command", required=True)
+    tlist = tsub.add_parser("list", help="all tickets, newest first")
+    tlist.add_argument("--json", action="store_true", help="print a JSON array")
+    tshow = tsub.add_parser("show", help="one ticket with its messages and events")
+    tshow.add_argument("id", help="ticket id as in the tag, e.g. TS-000042 (or just 42)")
+    tshow.add_argument("--json", action="store_true", help="print a JSON object")
+    demo = sub.add_parser("demo", help="run the desk against in-process loopback mail servers")
+    demo.add_argument("--keep", action="store_true", help="keep the servers running for your mail client")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from maildesk.demo import run_demo
+        return run_demo(keep=args.keep)
+
+    from maildesk.daemon.config import ConfigError, load_config
+    from maildesk.storage.journal import StoreError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(f"config: {exc}", EXIT_CONFIG)
+    setup_logging(config.log_level, config.log_file)
+    try:
+        if args.command == "tickets":
+            return _tickets(config, args)
+        if args.command == "once":
+            return _once(config)
+        if args.command == "run":
+            return _run(config)
+    except StoreError as exc:
+        return _fail(f"store: {exc}", EXIT_STORE)
+    return 1
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"helpdesk: {message}", file=sys.stderr)
+    return code
+
+
+def _once(config) -> int:
+    from maildesk.daemon.app import Desk, RunSummary
+    from maildesk.daemon.mailbox import CONNECTION_ERRORS, MailboxUnavailable
+
+    with Desk(config) as desk:
+        try:
+            summary = desk.run_once()
+        except MailboxUnavailable as exc:
+            # Mail already queued still goes out while the inbox is unreachable.
+            desk.deliver_outbox(RunSummary())
+            return _fail(f"imap: {exc}", EXIT_SERVER)
+        except CONNECTION_ERRORS as exc:
+            return _fail(f"imap: connection lost: {exc}", EXIT_SERVER)
+        logging.getLogger("maildesk.daemon").info(
+            "once: %d mail(s) handled (%s), %d quarantined, %d sent, %d waiting for retry",
+            summary.handled, ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())) or "none",
+            summary.quarantined, summary.sent, summary.deferred)
+        if desk.sender.unreachable:
+            return _fail(f"smtp: {desk.sender.unreachable}; the mail stays in the outbox", EXIT_SERVER)
+    return 0
+
+
+def _run(config) -> int:
+    from maildesk.daemon.app import Desk
+
+    stop = threading.Event()
+
+    def request_stop(signum, frame):  # noqa: ARG001 - signal API
+        if stop.is_set():
+            return
+        logging.getLogger("maildesk.daemon").info("signal %s: finishing the mail in hand, then exiting",
+                                                  signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with Desk(config) as desk:
+        logging.getLogger("maildesk.daemon").info("helpdesk %s running for %s (store %s)", __version__,
+                                                  config.support_address, config.storage_path)
+        desk.run(stop.is_set)
+    logging.getLogger("maildesk.daemon").info("stopped")
+    return 0
+
+
+def _tickets(config, args) -> int:
+    from maildesk.daemon.views import ticket_detail, ticket_summary
+    from maildesk.storage.store import TicketStore
+
+    tz = config.report.timezone
+    with TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=True) as store:
+        if args.tickets_command == "list":
+            rows = sorted(store.tickets(), key=lambda t: t.number, reverse=True)
+            if args.json:
+                _print_json([ticket_summary(t, tz) for t in rows])
+            else:
+                for t in rows:
+                    print(f"{t.tag}  {t.stage:<10}  {t.customer:<32}  {t.subject}")
+            return 0
+        number = store.parse_tag(args.id) if not args.id.isdigit() else int(args.id)
+        ticket = store.get_ticket(number) if number is not None else None
+        if ticket is None:
+            return _fail(f"no ticket {args.id}", 1)
+        detail = ticket_detail(ticket, tz)
+        if args.json:
+            _print_json(detail)
+        else:
+            print(f"{ticket.tag} [{ticket.stage}] {ticket.subject}\ncustomer: {ticket.customer}")
+            for m in detail["messages"]:
+                flag = " (internal)" if m["internal"] else ""
+                print(f"\n--- {m['direction']} {m['date']} {m['from']} -> {', '.join(m['to'])}{flag}")
+                print(m["text"].rstrip())
+            print("\nevents:")
+            for e in detail["events"]:
+                print(f"  {e['at']} {e['actor']} {e['kind']} {e['from_stage'] or ''} -> {e['to_stage'] or ''}")
+    return 0
+
+
+def _print_json(value) -> None:
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()

@@ -1,0 +1,244 @@
+"""``TicketStore``: the only code that reads or writes the helpdesk's files.
+
+Changes accumulate in memory and become durable together on ``commit()``,
+which is what makes "store the effects of a mail, then mark it processed"
+one atomic step.  Lookups the hot path needs (Message-ID -> ticket, mail key
+-> processed, pending outbox) are kept as in-memory indexes rebuilt at open.
+
+A server database could replace this class for several daemons sharing one
+history: the daemon only uses the methods below.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from tinydb.table import Document
+
+from maildesk.model import OutboundMail, Ticket
+from maildesk.storage.attachments import AttachmentStore
+from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, ticket_from_doc,
+                                    ticket_to_doc)
+from maildesk.storage.journal import JournalStorage, StoreError, open_database
+from maildesk.storage.lock import StoreLock
+
+log = logging.getLogger("maildesk.storage")
+
+_META_ID = 1
+
+
+@dataclass(frozen=True)
+class ProcessedRecord:
+    key: str
+    outcome: str  # ticket | follow-up | ignored | quarantined | bounce | ...
+    ticket: str | None
+    reason: str
+    at: datetime
+
+
+class TicketStore:
+    def __init__(self, path: Path, *, prefix: str = "TS", readonly: bool = False,
+                 checkpoint_bytes: int | None = None) -> None:
+        self.path = Path(path)
+        self.prefix = prefix
+        self.readonly = readonly
+        self._lock = None
+        if not readonly:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock = StoreLock(self.path)
+            self._lock.acquire()
+        try:
+            self.db, self._storage = open_database(self.path, readonly=readonly,
+                                                   checkpoint_bytes=checkpoint_bytes)
+        except BaseException:
+            if self._lock:
+                self._lock.release()
+            raise
+        self._tickets = self.db.table("tickets")
+        self._outbox = self.db.table("outbox")
+        self._processed = self.db.table("processed")
+        self._attempts = self.db.table("attempts")
+        self._acks = self.db.table("acks")
+        self._meta = self.db.table("meta")
+        self.attachments = AttachmentStore(self.path.with_name(self.path.stem + ".attachments"))
+        self._build_indexes()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        self.db.close()
+        if self._lock:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "TicketStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def commit(self) -> None:
+        self._storage.commit()
+
+    def rollback(self) -> None:
+        self._storage.rollback()
+        self.db.clear_cache()
+        for table in (self._tickets, self._outbox, self._processed, self._attempts, self._acks, self._meta):
+            table.clear_cache()
+            table._next_id = None  # recomputed from what is really there
+        self._build_indexes()
+
+    @property
+    def dirty(self) -> bool:
+        return self._storage.dirty
+
+    def _build_indexes(self) -> None:
+        self._by_message_id: dict[str, int] = {}
+        for doc_id, doc in self._raw("tickets").items():
+            for mid in doc.get("message_ids", ()):
+                self._by_message_id[mid] = int(doc_id)
+        self._processed_ids = {doc["key"]: int(i) for i, doc in self._raw("processed").items()}
+        self._attempt_ids = {doc["key"]: int(i) for i, doc in self._raw("attempts").items()}
+        self._ack_ids = {doc["sender"]: int(i) for i, doc in self._raw("acks").items()}
+        self._outbox_ids = {doc["id"]: int(i) for i, doc in self._raw("outbox").items()}
+        self._outbox_by_message_id = {doc["message_id"]: doc["id"] for doc in self._raw("outbox").values()}
+        self._pending = {doc["id"] for doc in self._raw("outbox").values() if doc["status"] == "pending"}
+
+    def _raw(self, table: str) -> dict[str, dict]:
+        return self._storage.read().get(table, {})
+
+    # -- tickets ---------------------------------------------------------------------------
+    def format_tag(self, number: int) -> str:
+        return f"{self.prefix}-{number:06d}"
+
+    def parse_tag(self, tag: str) -> int | None:
+        m = re.fullmatch(rf"{re.escape(self.prefix)}-(\d{{1,9}})", tag.strip(), re.IGNORECASE)
+        return int(m.group(1)) if m else None
+
+    def allocate_ticket_number(self) -> int:
+        meta = self._meta.get(doc_id=_META_ID) or {}
+        number = int(meta.get("next_ticket", 1))
+        self._meta.upsert(Document({**meta, "next_ticket": number + 1}, doc_id=_META_ID))
+        return number
+
+    def get_ticket(self, number: int) -> Ticket | None:
+        doc = self._raw("tickets").get(str(number))
+        return None if doc is None else ticket_from_doc(doc)
+
+    def get_ticket_by_tag(self, tag: str) -> Ticket | None:
+        number = self.parse_tag(tag)
+        return None if number is None else self.get_ticket(number)
+
+    def ticket_for_message_id(self, message_id: str) -> int | None:
+        return self._by_message_id.get(message_id)
+
+    def save_ticket(self, ticket: Ticket) -> None:
+        self._tickets.upsert(Document(ticket_to_doc(ticket), doc_id=ticket.number))
+        for mid in ticket.message_ids:
+            self._by_message_id[mid] = ticket.number
+
+    def tickets(self) -> Iterator[Ticket]:
+        for doc in list(self._raw("tickets").values()):
+            yield ticket_from_doc(doc)
+
+    def ticket_count(self) -> int:
+        return len(self._raw("tickets"))
+
+    # -- processed mail ------------------------------------------------------------------
+    def processed(self, key: str) -> ProcessedRecord | None:
+        doc_id = self._processed_ids.get(key)
+        if doc_id is None:
+            return None
+        doc = self._raw("processed")[str(doc_id)]
+        return ProcessedRecord(doc["key"], doc["outcome"], doc.get("ticket"), doc.get("reason", ""),
+                               dt_in(doc["at"]))
+
+    def record_processed(self, key: str, outcome: str, *, ticket: str | None, reason: str,
+                         at: datetime) -> None:
+        doc = {"key": key, "outcome": outcome, "ticket": ticket, "reason": reason, "at": dt_out(at)}
+        doc_id = self._processed_ids.get(key)
+        if doc_id is None:
+            self._processed_ids[key] = self._processed.insert(doc)
+        else:
+            self._processed.upsert(Document(doc, doc_id=doc_id))
+        self.clear_attempts(key)
+
+    def processed_records(self) -> Iterator[ProcessedRecord]:
+        for doc in list(self._raw("processed").values()):
+            yield ProcessedRecord(doc["key"], doc["outcome"], doc.get("ticket"), doc.get("reason", ""),
+                                  dt_in(doc["at"]))
+
+    # -- handling attempts (poison-mail guard) ------------------------------------------
+    def attempts(self, key: str) -> int:
+        doc_id = self._attempt_ids.get(key)
+        return 0 if doc_id is None else int(self._raw("attempts")[str(doc_id)]["count"])
+
+    def record_attempt(self, key: str) -> int:
+        count = self.attempts(key) + 1
+        doc = {"key": key, "count": count}
+        doc_id = self._attempt_ids.get(key)
+        if doc_id is None:
+            self._attempt_ids[key] = self._attempts.insert(doc)
+        else:
+            self._attempts.upsert(Document(doc, doc_id=doc_id))
+        return count
+
+    def clear_attempts(self, key: str) -> None:
+        doc_id = self._attempt_ids.pop(key, None)
+        if doc_id is not None:
+            self._attempts.remove(doc_ids=[doc_id])
+
+    # -- acknowledgement rate ----------------------------------------------------------
+    def acks_since(self, sender: str, since: datetime) -> int:
+        doc_id = self._ack_ids.get(sender)
+        if doc_id is None:
+            return 0
+        times = self._raw("acks")[str(doc_id)]["times"]
+        return sum(1 for t in times if dt_in(t) >= since)
+
+    def record_ack(self, sender: str, at: datetime, *, keep: timedelta = timedelta(hours=24)) -> None:
+        doc_id = self._ack_ids.get(sender)
+        times = [] if doc_id is None else self._raw("acks")[str(doc_id)]["times"]
+        times = [t for t in times if dt_in(t) >= at - keep] + [dt_out(at)]
+        doc = {"sender": sender, "times": times}
+        if doc_id is None:
+            self._ack_ids[sender] = self._acks.insert(doc)
+        else:
+            self._acks.upsert(Document(doc, doc_id=doc_id))
+
+    # -- outbox ---------------------------------------------------------------------------
+    def enqueue(self, mail: OutboundMail) -> None:
+        if mail.id in self._outbox_ids:
+            raise StoreError(f"outbox entry {mail.id} already exists")
+        self._outbox_ids[mail.id] = self._outbox.insert(outbound_to_doc(mail))
+        self._outbox_by_message_id[mail.message_id] = mail.id
+        if mail.status == "pending":
+            self._pending.add(mail.id)
+
+    def update_outbound(self, mail: OutboundMail) -> None:
+        doc_id = self._outbox_ids[mail.id]
+        self._outbox.upsert(Document(outbound_to_doc(mail), doc_id=doc_id))
+        if mail.status == "pending":
+            self._pending.add(mail.id)
+        else:
+            self._pending.discard(mail.id)
+
+    def outbound(self, mail_id: str) -> OutboundMail | None:
+        doc_id = self._outbox_ids.get(mail_id)
+        return None if doc_id is None else outbound_from_doc(self._raw("outbox")[str(doc_id)])
+
+    def outbound_by_message_id(self, message_id: str) -> OutboundMail | None:
+        mail_id = self._outbox_by_message_id.get(message_id)
+        return None if mail_id is None else self.outbound(mail_id)
+
+    def pending_outbound(self) -> list[OutboundMail]:
+        """Pending mail in the order it was queued."""
+        found = [self.outbound(i) for i in self._pending]
+        return sorted(found, key=lambda m: (m.created_at, self._outbox_ids[m.id]))
+
+    def outbox(self) -> Iterator[OutboundMail]:
+        for doc in list(self._raw("outbox").values()):
+            yield outbound_from_doc(doc)

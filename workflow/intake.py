@@ -1,0 +1,255 @@
+"""What a routed mail does to the helpdesk: pure functions returning ``Effects``.
+
+Nothing here touches a file or a socket.  The daemon applies the returned
+``Effects`` inside one store commit, which is what makes handling a mail
+all-or-nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from maildesk.model import (Address, Event, InboundMail, Message, OutboundMail, StoredAttachment,
+                            Ticket)
+from maildesk.parsers.subject import clean_subject, tagged_subject
+from maildesk.templates import Renderer
+from maildesk.workflow.route import Directory, Route
+
+
+@dataclass(frozen=True)
+class DeskContext:
+    directory: Directory
+    desk: Address  # the support address and its display name
+    renderer: Renderer
+    now: datetime
+    ack_limit_per_hour: int = 5
+    notify_unassigned: str = "team"  # team | supervisor | none
+    staff_language: str = "zh"
+    max_attachment_bytes: int = 15 * 2**20
+    new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+
+    def message_id(self, kind: str, tag: str | None) -> str:
+        label = f"{kind}.{tag}" if tag else kind
+        return f"<{label}.{self.new_id()[:16]}@{self.desk.domain}>"
+
+
+@dataclass
+class Effects:
+    outcome: str  # ticket | follow-up | staff-reply | machine | bounce | ignored | quarantined
+    ticket: Ticket | None = None
+    outbound: list[OutboundMail] = field(default_factory=list)
+    outbox_updates: list[OutboundMail] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+    acked_sender: str | None = None
+    reason: str = ""
+
+
+def handle(mail: InboundMail, route: Route, ctx: DeskContext, *, number: int | None = None,
+           tag: str | None = None, acks_last_hour: int = 0) -> Effects:
+    """Dispatch on the route; ``number``/``tag`` are pre-allocated for a new ticket."""
+    if route.kind == "new":
+        if number is None or tag is None:
+            raise ValueError("a new ticket needs a pre-allocated number and tag")
+        return open_ticket(mail, number, tag, ctx, acks_last_hour=acks_last_hour, note=route.reason)
+    if route.kind == "follow-up":
+        return add_follow_up(mail, route.ticket, ctx)
+    if route.kind == "staff-reply":
+        return add_staff_reply(mail, route.ticket, route.role, ctx)
+    if route.kind == "machine":
+        return record_machine_mail(mail, route, ctx)
+    if route.kind == "bounce":
+        return record_bounce(mail, route, ctx)
+    if route.kind == "own":
+        return Effects("ignored", reason=route.reason)
+    return Effects("quarantined", reason=route.reason)
+
+
+# -- customer mail ----------------------------------------------------------------------
+
+def open_ticket(mail: InboundMail, number: int, tag: str, ctx: DeskContext, *,
+                acks_last_hour: int = 0, note: str = "") -> Effects:
+    sender = mail.sender
+    subject = clean_subject(mail.subject, ctx.directory.prefix) or _untitled(ctx, mail.language)
+    inbound, blobs = _inbound_message(mail, ctx, kind="customer")
+    ticket = Ticket(
+        number=number, tag=tag, subject=subject, customer=sender.email, customer_name=sender.name,
+        stage="received", language=mail.language, created_at=ctx.now, updated_at=ctx.now,
+        message_ids=[m for m in [mail.message_id] if m], messages=[inbound],
+        events=[Event(at=ctx.now, actor=sender.email, kind="created", from_stage=None, to_stage="received",
+                      detail=note)],
+    )
+    effects = Effects("ticket", ticket=ticket, blobs=blobs)
+    skipped = _skipped_lines(mail, ctx, ticket.language)
+    if acks_last_hour < ctx.ack_limit_per_hour:
+        ack_text = ctx.renderer.render("ack", ticket.language, customer_name=sender.name, tag=tag,
+                                       subject=subject, desk_name=ctx.desk.name, skipped=skipped)
+        ack = _reply_to_customer(mail, ticket, ctx, kind="ack", text=ack_text,
+                                 auto_submitted="auto-replied")
+        effects.outbound.append(ack)
+        effects.acked_sender = sender.email
+    else:
+        ticket.events.append(Event(at=ctx.now, actor="desk", kind="ack-suppressed",
+                                   detail=f"more than {ctx.ack_limit_per_hour} acknowledgements "
+                                          f"to {sender.email} within an hour"))
+    effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new"))
+    _record_outbound(ticket, effects.outbound)
+    return effects
+
+
+def add_follow_up(mail: InboundMail, ticket: Ticket, ctx: DeskContext) -> Effects:
+    ticket = _copy(ticket)
+    inbound, blobs = _inbound_message(mail, ctx, kind="customer")
+    ticket.messages.append(inbound)
+    _remember_ids(ticket, mail)
+    ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="customer-reply",
+                               from_stage=ticket.stage, to_stage=ticket.stage))
+    ticket.updated_at = ctx.now
+    effects = Effects("follow-up", ticket=ticket, blobs=blobs)
+    effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_followup"))
+    _record_outbound(ticket, effects.outbound)
+    return effects
+
+
+def add_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskContext) -> Effects:
+    # Kept as an internal note: what staff write reaches a customer only
+    # through the workflow's relay, never by the raw reply itself.
+    ticket = _copy(ticket)
+    inbound, blobs = _inbound_message(mail, ctx, kind="staff", internal=True)
+    ticket.messages.append(inbound)
+    _remember_ids(ticket, mail)
+    ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="staff-reply",
+                               from_stage=ticket.stage, to_stage=ticket.stage, detail=role))
+    ticket.updated_at = ctx.now
+    return Effects("staff-reply", ticket=ticket, blobs=blobs)
+
+
+# -- machine mail ------------------------------------------------------------------------
+
+def record_machine_mail(mail: InboundMail, route: Route, ctx: DeskContext) -> Effects:
+    if route.ticket is None:
+        return Effects("ignored", reason=route.reason)
+    ticket = _copy(route.ticket)
+    inbound, blobs = _inbound_message(mail, ctx, kind="machine", internal=True)
+    ticket.messages.append(inbound)
+    _remember_ids(ticket, mail)
+    ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="auto-reply",
+                               from_stage=ticket.stage, to_stage=ticket.stage, detail=route.reason))
+    return Effects("machine", ticket=ticket, blobs=blobs, reason=route.reason)
+
+
+def record_bounce(mail: InboundMail, route: Route, ctx: DeskContext) -> Effects:
+    detail = ", ".join(mail.bounced_recipients) or route.reason
+    failed = [replace(o, status="failed", last_error=f"bounced: {detail}", next_attempt_at=None)
+              for o in route.bounced]
+    if route.ticket is None:
+        return Effects("bounce", outbox_updates=failed,
+                       reason=f"bounce for no known ticket ({detail})")
+    ticket = _copy(route.ticket)
+    for out in route.bounced:
+        ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="delivery-failed",
+                                   from_stage=ticket.stage, to_stage=ticket.stage,
+                                   detail=f"{out.kind} {out.message_id} to {', '.join(out.recipients)}: "
+                                          f"{detail}"))
+    inbound, blobs = _inbound_message(mail, ctx, kind="machine", internal=True)
+    ticket.messages.append(inbound)
+    return Effects("bounce", ticket=ticket, outbox_updates=failed, blobs=blobs, reason=detail)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _copy(ticket: Ticket) -> Ticket:
+    return replace(ticket, message_ids=list(ticket.message_ids), messages=list(ticket.messages),
+                   events=list(ticket.events))
+
+
+def _untitled(ctx: DeskContext, lang: str) -> str:
+    return ctx.renderer.render("untitled", lang).strip()
+
+
+def _remember_ids(ticket: Ticket, mail: InboundMail) -> None:
+    if mail.message_id and mail.message_id not in ticket.message_ids:
+        ticket.message_ids.append(mail.message_id)
+
+
+def _inbound_message(mail: InboundMail, ctx: DeskContext, *, kind: str,
+                     internal: bool = False) -> tuple[Message, list[bytes]]:
+    stored = [StoredAttachment(a.filename, a.content_type, a.size, hashlib.sha256(a.data).hexdigest())
+              for a in mail.attachments]
+    notes = [_skipped_line(s, ctx, "en") for s in mail.skipped_attachments]
+    message = Message(
+        direction="in", sender=mail.sender.email, recipients=[a.email for a in mail.to + mail.cc],
+        date=mail.date or ctx.now, text=mail.text, message_id=mail.message_id, internal=internal,
+        attachments=stored, notes=notes, kind=kind,
+    )
+    return message, [a.data for a in mail.attachments]
+
+
+def _skipped_line(skipped, ctx: DeskContext, lang: str) -> str:
+    return ctx.renderer.render(
+        "skipped_attachment", lang, filename=skipped.filename, size_mb=f"{skipped.size / 2**20:.1f}",
+        reason=skipped.reason, limit_mb=f"{ctx.max_attachment_bytes / 2**20:g}").strip()
+
+
+def _skipped_lines(mail: InboundMail, ctx: DeskContext, lang: str) -> list[str]:
+    return [_skipped_line(s, ctx, lang) for s in mail.skipped_attachments]
+
+
+def _reply_to_customer(mail: InboundMail, ticket: Ticket, ctx: DeskContext, *, kind: str, text: str,
+                       auto_submitted: str) -> OutboundMail:
+    references = [*mail.references[-10:], *([mail.message_id] if mail.message_id else [])]
+    return OutboundMail(
+        id=ctx.new_id(), message_id=ctx.message_id(kind, ticket.tag), kind=kind, sender=ctx.desk,
+        recipients=[ticket.customer], to_header=[Address(ticket.customer, ticket.customer_name)],
+        subject=tagged_subject(ticket.tag, ticket.subject), text=text, created_at=ctx.now,
+        ticket=ticket.tag, in_reply_to=mail.message_id, references=references,
+        language=ticket.language, auto_submitted=auto_submitted,
+    )
+
+
+def _notify_staff(mail: InboundMail, ticket: Ticket, ctx: DeskContext, key: str) -> list[OutboundMail]:
+    recipients = _staff_recipients(ticket, ctx, exclude=mail.sender.email)
+    if not recipients:
+        return []
+    lang = ctx.staff_language
+    text = ctx.renderer.render(
+        key, lang, tag=ticket.tag, customer=ticket.customer, customer_name=ticket.customer_name,
+        subject=ticket.subject, received=ctx.now.isoformat(timespec="minutes"), text=mail.text,
+        stage=ctx.renderer.render("stage", lang, stage=ticket.stage).strip(),
+        attachments=[a.filename for a in mail.attachments], skipped=_skipped_lines(mail, ctx, lang),
+    )
+    return [OutboundMail(
+        id=ctx.new_id(), message_id=ctx.message_id("notify", ticket.tag), kind="notify", sender=ctx.desk,
+        recipients=recipients, to_header=[Address(r) for r in recipients],
+        subject=tagged_subject(ticket.tag, ticket.subject), text=text, created_at=ctx.now,
+        ticket=ticket.tag, reply_to=ctx.desk.email, language=lang, auto_submitted="auto-generated",
+    )]
+
+
+def _staff_recipients(ticket: Ticket, ctx: DeskContext, *, exclude: str) -> list[str]:
+    d = ctx.directory
+    if ticket.assignee:
+        found = [ticket.assignee]
+    elif ctx.notify_unassigned == "team":
+        found = ([d.supervisor] if d.supervisor else []) + sorted(d.technicians)
+    elif ctx.notify_unassigned == "supervisor" and d.supervisor:
+        found = [d.supervisor]
+    else:
+        found = []
+    return [a for a in dict.fromkeys(found) if a != exclude]
+
+
+def _record_outbound(ticket: Ticket, outbound: list[OutboundMail]) -> None:
+    """Outgoing mail is part of the ticket's history, and replies to it find the ticket."""
+    for out in outbound:
+        ticket.message_ids.append(out.message_id)
+        ticket.messages.append(Message(
+            direction="out", sender=out.sender.email, recipients=list(out.recipients), date=out.created_at,
+            text=out.text, message_id=out.message_id, internal=out.kind != "ack", kind=out.kind,
+        ))
+
+
+def ack_window_start(now: datetime) -> datetime:
+    return now - timedelta(hours=1)

@@ -1,0 +1,130 @@
+"""Which ticket a mail belongs to, and in what role its sender acts.
+
+Pure: the store is only read through the narrow ``TicketLookup`` protocol.
+
+A customer reaches only their own tickets.  A tag or a Message-ID that leads
+to somebody else's ticket is not enough to join it: the mail opens a new
+ticket instead, and nothing of the other ticket is disclosed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from maildesk.model import InboundMail, OutboundMail, Ticket
+from maildesk.parsers.subject import find_tags
+
+_VALID_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
+_MAILER_DAEMON = re.compile(r"^(mailer-daemon|postmaster)@", re.IGNORECASE)
+
+
+class TicketLookup(Protocol):
+    def get_ticket(self, number: int) -> Ticket | None: ...
+    def ticket_for_message_id(self, message_id: str) -> int | None: ...
+    def outbound_by_message_id(self, message_id: str) -> OutboundMail | None: ...
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Who is who, from the configuration."""
+
+    support_address: str
+    prefix: str
+    technicians: frozenset[str]
+    supervisor: str | None
+    leadership: frozenset[str]
+
+    def role_of(self, address: str) -> str:
+        if address == self.support_address:
+            return "self"
+        if address == self.supervisor:
+            return "supervisor"
+        if address in self.technicians:
+            return "technician"
+        if address in self.leadership:
+            return "leadership"
+        return "customer"
+
+    @property
+    def staff(self) -> frozenset[str]:
+        found = set(self.technicians) | set(self.leadership)
+        if self.supervisor:
+            found.add(self.supervisor)
+        return frozenset(found)
+
+
+@dataclass(frozen=True)
+class Route:
+    # new | follow-up | staff-reply | machine | bounce | own | quarantine
+    kind: str
+    role: str
+    ticket: Ticket | None = None
+    reason: str = ""
+    # For bounces: the outbox entries that came back.
+    bounced: tuple[OutboundMail, ...] = ()
+
+
+def route_mail(mail: InboundMail, lookup: TicketLookup, directory: Directory) -> Route:
+    if mail.sender is None or not _VALID_ADDRESS.match(mail.sender.email):
+        return Route("quarantine", "unknown", reason="no usable sender address (From)")
+    sender = mail.sender.email
+    role = directory.role_of(sender)
+    if role == "self":
+        # Our own mail coming back (a list or a forward rule): answering it would loop.
+        return Route("own", role, reason="sent by the support address itself")
+
+    if mail.machine == "bounce" or (_MAILER_DAEMON.match(sender) and mail.return_path == ""):
+        bounced = tuple(o for o in (lookup.outbound_by_message_id(mid) for mid in mail.bounced_message_ids)
+                        if o is not None)
+        ticket = None
+        for out in bounced:
+            if out.ticket:
+                number = _tag_number(out.ticket, directory.prefix)
+                ticket = lookup.get_ticket(number) if number is not None else None
+                if ticket:
+                    break
+        return Route("bounce", "machine", ticket=ticket, bounced=bounced,
+                     reason=mail.machine_reason or "delivery status notification")
+
+    candidates = _candidate_tickets(mail, lookup, directory.prefix)
+    is_staff = role in ("technician", "supervisor", "leadership")
+    entitled = [t for t in candidates if t.customer == sender or is_staff]
+
+    if mail.machine in ("auto-reply", "bulk"):
+        # Kept on the customer's own ticket for the record; never answered.
+        own = [t for t in candidates if t.customer == sender]
+        return Route("machine", "machine", ticket=own[0] if own else None,
+                     reason=mail.machine_reason or mail.machine)
+
+    if entitled:
+        ticket = entitled[0]
+        if ticket.customer == sender:
+            return Route("follow-up", "customer" if not is_staff else role, ticket=ticket)
+        return Route("staff-reply", role, ticket=ticket)
+    if candidates:
+        return Route("new", role, reason="refers to a ticket of another sender")
+    return Route("new", role)
+
+
+def _tag_number(tag: str, prefix: str) -> int | None:
+    numbers = find_tags(f"[{tag}]", prefix)
+    return numbers[0] if numbers else None
+
+
+def _candidate_tickets(mail: InboundMail, lookup: TicketLookup, prefix: str) -> list[Ticket]:
+    """Tickets the mail points at: threading headers first (nearest first), then subject tags."""
+    found: list[Ticket] = []
+    numbers: list[int] = []
+    for mid in mail.thread_ids:
+        number = lookup.ticket_for_message_id(mid)
+        if number is not None and number not in numbers:
+            numbers.append(number)
+    for number in find_tags(mail.subject, prefix):
+        if number not in numbers:
+            numbers.append(number)
+    for number in numbers:
+        ticket = lookup.get_ticket(number)
+        if ticket is not None:
+            found.append(ticket)
+    return found
