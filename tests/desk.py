@@ -1,0 +1,122 @@
+"""Helpers for driving the real daemon in integration tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+if not CORPUS.is_dir():  # CI clones the repository with shared/ beside it
+    CORPUS = Path("/work/shared/corpus")
+
+SUPPORT = "support@example.com"
+TECHNICIANS = (("alice@example.com", "Alice Wang", "2026-01-15"), ("bob@example.com", "Bob Li", None))
+SUPERVISOR = "lead@example.com"
+
+
+def write_config(directory: Path, *, imap_port: int, imap_user: str, imap_password: str,
+                 smtp_port: int, extra: str = "", support: str = SUPPORT, **tickets) -> Path:
+    """A config for the loopback servers; the IMAP password comes from the environment."""
+    techs = "\n".join(
+        f'[[team.technicians]]\nemail = "{e}"\nname = "{n}"\n' + (f'nda_signed = "{d}"\n' if d else "")
+        for e, n, d in TECHNICIANS)
+    ticket_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in tickets.items())
+    text = f"""
+[imap]
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{imap_user}"
+password_env = "TEST_IMAP_PASSWORD"
+poll_seconds = 0.5
+batch_size = 25
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from_address = "{support}"
+from_name = "IT Service Desk"
+retry_max_minutes = 0.02
+
+[storage]
+path = "var/helpdesk.json"
+
+[tickets]
+prefix = "TS"
+{ticket_lines}
+
+[team]
+supervisor = "{SUPERVISOR}"
+leadership = ["director@example.com"]
+language = "en"
+
+{techs}
+
+[report]
+timezone = "Asia/Shanghai"
+language = "en"
+
+[log]
+level = "info"
+{extra}
+"""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    os.environ["TEST_IMAP_PASSWORD"] = imap_password
+    return path
+
+
+def env_for(password: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TEST_IMAP_PASSWORD"] = password
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def helpdesk(config: Path, *args: str, password: str, timeout: float = 60,
+             check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process."""
+    proc = subprocess.run([sys.executable, "-m", "maildesk", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env_for(password), cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helpdesk {' '.join(args)} exited {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def start_daemon(config: Path, *, password: str, log_path: Path) -> subprocess.Popen:
+    log = log_path.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "maildesk", "-c", str(config), "run"],
+                            stdout=log, stderr=log, env=env_for(password), cwd=REPO)
+
+
+def tickets(config: Path, *, password: str) -> list[dict]:
+    return json.loads(helpdesk(config, "tickets", "list", "--json", password=password).stdout)
+
+
+def ticket(config: Path, tag: str, *, password: str) -> dict:
+    return json.loads(helpdesk(config, "tickets", "show", tag, "--json", password=password).stdout)
+
+
+def customer_mail(sender: str, subject: str, body: str, *, name: str = "", in_reply_to: str | None = None,
+                  references: list[str] | None = None, message_id: str | None = None,
+                  charset: str = "utf-8") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f'"{name}" <{sender}>' if name else sender
+    msg["To"] = SUPPORT
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(timezone.utc))
+    msg["Message-ID"] = message_id or make_msgid(domain=sender.rpartition("@")[2])
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references)
+    msg.set_content(body, charset=charset)
+    return msg.as_bytes()

@@ -1,0 +1,309 @@
+"""Real mail servers for tests and benchmarks: a private Dovecot and an aiosmtpd sink.
+
+Both listen on loopback ports chosen at start; nothing is mocked.  Dovecot
+runs from its own config in a private folder under /tmp (its auth process
+runs as user ``dovecot`` and must traverse the path, which pytest's 0700
+temp dirs would forbid); mail is stored as the ``mail`` system user.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from imapclient import IMAPClient
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mail_ids() -> tuple[int, int]:
+    # Dovecot refuses to run mail processes as root; "mail" exists on every Debian system.
+    try:
+        entry = pwd.getpwnam("mail")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return os.getuid(), os.getgid()
+
+
+_CONF = """\
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = maildesk-test-{port}
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 1
+mail_uid = {uid}
+mail_gid = {gid}
+mail_location = maildir:{root}/mail/%d/%n
+mail_plugins =
+default_internal_user = dovecot
+default_login_user = dovenull
+login_trusted_networks = 127.0.0.0/8
+namespace inbox {{
+  inbox = yes
+  separator = /
+  prefix =
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/mail/%d/%n
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0600
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+protocol imap {{
+  mail_max_userip_connections = 100
+}}
+"""
+
+
+@dataclass
+class MailAccount:
+    host: str
+    port: int
+    username: str
+    password: str
+
+    def client(self) -> IMAPClient:
+        client = IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
+        client.login(self.username, self.password)
+        return client
+
+    def deliver(self, raw: bytes, folder: str = "INBOX") -> None:
+        with self.client() as c:
+            c.append(folder, raw)
+
+    def deliver_many(self, raws: list[bytes], folder: str = "INBOX") -> None:
+        with self.client() as c:
+            for raw in raws:
+                c.append(folder, raw)
+
+    def fetch_all(self, folder: str = "INBOX") -> list[bytes]:
+        with self.client() as c:
+            if not c.folder_exists(folder):
+                return []
+            c.select_folder(folder, readonly=True)
+            uids = c.search(["ALL"])
+            data = c.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+            return [data[u][b"BODY[]"] for u in sorted(data)]
+
+    def count(self, folder: str = "INBOX") -> int:
+        with self.client() as c:
+            if not c.folder_exists(folder):
+                return 0
+            return int(c.folder_status(folder, ["MESSAGES"])[b"MESSAGES"])
+
+    def folders(self) -> list[str]:
+        with self.client() as c:
+            return [name for _flags, _sep, name in c.list_folders()]
+
+
+class Dovecot:
+    """A private Dovecot IMAP server on 127.0.0.1."""
+
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="maildesk-dovecot-"))
+        os.chmod(self.root, 0o755)
+        self.port = 0
+        self._proc: subprocess.Popen | None = None
+        self._users = 0
+
+    @property
+    def log_tail(self) -> str:
+        log = self.root / "dovecot.log"
+        return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+
+    def start(self, timeout: float = 15.0) -> "Dovecot":
+        if not os.path.exists(DOVECOT):
+            raise RuntimeError("dovecot is not installed: run `bash scripts/test`, which installs "
+                               "dovecot-imapd, or apt-get install dovecot-imapd")
+        uid, gid = _mail_ids()
+        for sub in ("run", "state", "mail"):
+            (self.root / sub).mkdir(exist_ok=True)
+        os.chown(self.root / "mail", uid, gid)
+        (self.root / "passwd").touch()
+        os.chmod(self.root / "passwd", 0o644)
+        last_error = ""
+        for _ in range(5):
+            self.port = free_port()
+            (self.root / "dovecot.conf").write_text(_CONF.format(root=self.root, port=self.port, uid=uid, gid=gid))
+            self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    last_error = self._proc.stderr.read().decode(errors="replace")
+                    break
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=1) as s:
+                        if s.recv(100).startswith(b"* OK"):
+                            return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop(cleanup=False)
+        raise RuntimeError(f"dovecot did not start: {last_error}\n{self.log_tail}")
+
+    def add_user(self, username: str | None = None, password: str | None = None) -> MailAccount:
+        self._users += 1
+        username = username or f"support{self._users}@example.com"
+        password = password or secrets.token_urlsafe(12)
+        with (self.root / "passwd").open("a") as fh:
+            fh.write(f"{username}:{{PLAIN}}{password}::::::\n")
+        return MailAccount(self.host, self.port, username, password)
+
+    def stop(self, cleanup: bool = True) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stderr:
+            proc.stderr.close()
+        if cleanup:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, keeping every mailbox."""
+        port = self.port
+        self.stop(cleanup=False)
+        self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"dovecot did not restart\n{self.log_tail}")
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    message: EmailMessage
+
+
+class _SinkHandler:
+    def __init__(self, sink: "SmtpSink") -> None:
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if self.sink.refuse_recipients and address in self.sink.refuse_recipients:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.sink.delay_seconds:
+            import asyncio
+            await asyncio.sleep(self.sink.delay_seconds)
+        if self.sink.reject_with:
+            return self.sink.reject_with
+        data = bytes(envelope.original_content or envelope.content)
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), data,
+                            message_from_bytes(data, policy=default_policy))
+        with self.sink.lock:
+            self.sink.received.append(received)
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    """An aiosmtpd server on loopback that keeps every accepted message."""
+
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.reject_with: str | None = None
+        self.refuse_recipients: set[str] = set()
+        self.delay_seconds = 0.0
+        self._controller: Controller | None = None
+
+    def start(self) -> "SmtpSink":
+        self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
+                                      data_size_limit=64 * 2**20)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def messages(self) -> list[Received]:
+        with self.lock:
+            return list(self.received)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages()
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        found = self.messages()
+        raise AssertionError(f"expected {count} messages, got {len(found)}: "
+                             f"{[(m.rcpt_tos, m.message['Subject']) for m in found]}")

@@ -1,0 +1,48 @@
+"""The long-running daemon: IDLE wake-up, clean stop on signals."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from .desk import customer_mail, start_daemon, tickets, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_acknowledges_new_mail_while_idle_and_stops_cleanly_on_sigterm(tmp_path, dovecot, mailbox,
+                                                                         smtp_sink):
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port, notify_unassigned="none")
+    # A long poll interval: only IDLE can explain a prompt acknowledgement.
+    config.write_text(config.read_text().replace("poll_seconds = 0.5", "poll_seconds = 600"))
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, password=mailbox.password, log_path=log)
+    try:
+        time.sleep(1.5)  # connected and idling
+        latencies = []
+        for i in range(3):
+            smtp_sink.clear()
+            started = time.monotonic()
+            mailbox.deliver(customer_mail(f"idle{i}@cust.example", f"Idle test {i}", "hello"))
+            smtp_sink.wait_for(1, timeout=30)
+            latencies.append(time.monotonic() - started)
+        print(f"ack latency with IDLE: {', '.join(f'{x:.2f}s' for x in latencies)}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "signal SIGTERM" in text and "stopped" in text
+    assert len(tickets(config, password=mailbox.password)) == 3
+
+
+def test_sigint_while_idle_exits_zero(tmp_path, dovecot, mailbox, smtp_sink):
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port)
+    proc = start_daemon(config, password=mailbox.password, log_path=tmp_path / "daemon.log")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 0
