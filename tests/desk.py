@@ -92,9 +92,9 @@ def helpdesk(config: Path, *args: str, password: str, timeout: float = 60,
 
 
 def start_daemon(config: Path, *, password: str, log_path: Path) -> subprocess.Popen:
-    log = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "maildesk", "-c", str(config), "run"],
-                            stdout=log, stderr=log, env=env_for(password), cwd=REPO)
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "maildesk", "-c", str(config), "run"],
+                                stdout=log, stderr=log, env=env_for(password), cwd=REPO)
 
 
 def tickets(config: Path, *, password: str) -> list[dict]:

@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+POOL_SIZE = 500
 
 
 def free_port() -> int:
@@ -157,7 +158,7 @@ class Dovecot:
         os.chmod(self.root, 0o755)
         self.port = 0
         self._proc: subprocess.Popen | None = None
-        self._users = 0
+        self._pool: list[tuple[str, str]] = []
 
     @property
     def log_tail(self) -> str:
@@ -172,7 +173,8 @@ class Dovecot:
         for sub in ("run", "state", "mail"):
             (self.root / sub).mkdir(exist_ok=True)
         os.chown(self.root / "mail", uid, gid)
-        (self.root / "passwd").touch()
+        self._pool = [(f"support{i}@example.com", secrets.token_urlsafe(12)) for i in range(1, POOL_SIZE + 1)]
+        (self.root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self._pool))
         os.chmod(self.root / "passwd", 0o644)
         last_error = ""
         for _ in range(5):
@@ -194,12 +196,16 @@ class Dovecot:
             self.stop(cleanup=False)
         raise RuntimeError(f"dovecot did not start: {last_error}\n{self.log_tail}")
 
-    def add_user(self, username: str | None = None, password: str | None = None) -> MailAccount:
-        self._users += 1
-        username = username or f"support{self._users}@example.com"
-        password = password or secrets.token_urlsafe(12)
-        with (self.root / "passwd").open("a") as fh:
-            fh.write(f"{username}:{{PLAIN}}{password}::::::\n")
+    def add_user(self) -> MailAccount:
+        """A fresh mailbox, from accounts written before the server started.
+
+        Dovecot re-reads a changed passwd-file only when it notices the change,
+        which it may not within the same second; a pool written up front avoids
+        depending on that.
+        """
+        if not self._pool:
+            raise RuntimeError(f"all {POOL_SIZE} test mailboxes are in use; raise POOL_SIZE")
+        username, password = self._pool.pop(0)
         return MailAccount(self.host, self.port, username, password)
 
     def stop(self, cleanup: bool = True) -> None:
