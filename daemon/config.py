@@ -124,12 +124,43 @@ class Config:
         return self.smtp.from_address
 
 
+_KNOWN_KEYS = {
+    "imap": {"host", "port", "security", "allow_insecure", "username", "password", "password_env", "folder",
+             "processed_folder", "quarantine_folder", "batch_size", "idle", "poll_seconds", "timeout_seconds",
+             "ca_file"},
+    "smtp": {"host", "port", "security", "allow_insecure", "username", "password", "password_env",
+             "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file"},
+    "storage": {"path"},
+    "tickets": {"prefix", "max_message_mb", "max_attachment_mb", "ack_limit_per_hour", "notify_unassigned"},
+    "team": {"supervisor", "leadership", "technicians", "language"},
+    "report": {"weekday", "time", "timezone", "language"},
+    "log": {"level", "file"},
+}
+
+
+def _check_known_keys(raw: dict) -> None:
+    # A misspelt key would otherwise be ignored silently and its default used.
+    for section, value in raw.items():
+        if section not in _KNOWN_KEYS:
+            raise ConfigError(f"unknown section [{section}]")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        for key in value:
+            if key not in _KNOWN_KEYS[section]:
+                raise ConfigError(f"unknown key {section}.{key}")
+
+
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
-def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Config:
-    """Read and validate a config file; relative storage paths resolve against its folder."""
+def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None, *,
+                need_secrets: bool = True) -> Config:
+    """Read and validate a config file; relative storage paths resolve against its folder.
+
+    ``need_secrets=False`` is for commands that only read the store (``tickets``):
+    they must work without the mail servers' passwords in the environment.
+    """
     path = Path(path)
     env = os.environ if environ is None else environ
     try:
@@ -139,12 +170,16 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(raw, base_dir=path.resolve().parent, environ=env, source=path)
+    return parse_config(raw, base_dir=path.resolve().parent, environ=env, source=path,
+                        need_secrets=need_secrets)
 
 
 def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Environ,
-                 source: Path | None = None) -> Config:
+                 source: Path | None = None, need_secrets: bool = True) -> Config:
+    _check_known_keys(raw)
     r = _Reader(raw)
+    if not need_secrets:
+        environ = _AnyVariable(environ)
     imap = ImapConfig(
         host=r.str("imap.host"),
         port=r.int("imap.port", default=None, minimum=1, maximum=65535),
@@ -250,6 +285,16 @@ def _password(r: "_Reader", section: str, environ, *, required: bool) -> Secret 
             raise ConfigError(f"{section}.password or {section}.password_env is required")
         return None
     return Secret(value)
+
+
+class _AnyVariable(dict):
+    """An environment in which every variable is set (to its real value or "")."""
+
+    def __init__(self, environ) -> None:
+        super().__init__(environ)
+
+    def get(self, key, default=None):
+        return super().get(key, "")
 
 
 def is_loopback(host: str) -> bool:

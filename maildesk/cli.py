@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from maildesk.storage.journal import StoreError
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, need_secrets=args.command != "tickets")
     except ConfigError as exc:
         return _fail(f"config: {exc}", EXIT_CONFIG)
     setup_logging(config.log_level, config.log_file)

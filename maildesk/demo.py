@@ -1,0 +1,297 @@
+"""``helpdesk demo``: the whole desk in one process, against loopback mail servers.
+
+A pure-Python IMAP server (pymap, in memory) holds the support mailbox and
+an aiosmtpd server takes what the desk sends: mail for the support address
+is put into its inbox (so a reply "by mail" works), everything else is shown
+on the console and filed into the mailbox's ``Demo/Outgoing`` folder, where a
+mail client pointed at the demo can read it.  No root, no system packages.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import threading
+import time
+from contextlib import AsyncExitStack
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from email.utils import format_datetime, make_msgid
+from datetime import datetime, timezone
+from pathlib import Path
+
+SUPPORT = "support@example.com"
+OUTGOING_FOLDER = "Demo/Outgoing"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DemoImapServer:
+    """pymap's in-memory backend on 127.0.0.1, in a thread with its own event loop."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.host, self.port = "127.0.0.1", _free_port()
+        self.username, self.password = username, password
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def _args(self) -> argparse.Namespace:
+        from pymap.backend import backends
+        from pymap.main import _PymapArgumentParser
+        from pymap.service import services
+
+        parser = _PymapArgumentParser()
+        sub = parser.add_subparsers(dest="backend", required=True)
+        for name, backend in backends.items():
+            backend.add_subparser(name, sub).set_defaults(backend_type=backend)
+        for service in services.values():
+            service.add_arguments(parser)
+        parser.set_defaults(skip_services=[], passlib_cfg=None, debug=False)
+        return parser.parse_args(["--host", self.host, "--port", str(self.port), "--no-tls", "dict",
+                                  "--demo-user", self.username, "--demo-password", self.password])
+
+    async def _serve(self) -> None:
+        from pymap.service import services
+
+        args = self._args()
+        backend, config = await args.backend_type.init(args)
+        config.apply_context()
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with AsyncExitStack() as stack:
+            await backend.start(stack)
+            for service in services.values():
+                await service(backend, config).start(stack)
+            self._ready.set()
+            await self._stop.wait()
+
+    def _thread(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self._error = exc
+            self._ready.set()
+
+    def start(self) -> "DemoImapServer":
+        self._thread_obj = threading.Thread(target=self._thread, name="demo-imap", daemon=True)
+        self._thread_obj.start()
+        if not self._ready.wait(15) or self._error:
+            raise RuntimeError(f"the demo IMAP server did not start: {self._error}")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread_obj.join(5)
+
+    def client(self):
+        from imapclient import IMAPClient
+
+        client = IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
+        client.login(self.username, self.password)
+        return client
+
+    def append(self, raw: bytes, folder: str = "INBOX") -> None:
+        with self.client() as c:
+            if not c.folder_exists(folder):
+                c.create_folder(folder)
+            c.append(folder, raw)
+
+
+class _DemoSmtpHandler:
+    def __init__(self, imap: DemoImapServer, sent: list) -> None:
+        self.imap = imap
+        self.sent = sent
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+        data = bytes(envelope.original_content or envelope.content)
+        rcpts = [r.lower() for r in envelope.rcpt_tos]
+        loop = asyncio.get_running_loop()
+        if SUPPORT in rcpts:
+            await loop.run_in_executor(None, self.imap.append, data, "INBOX")
+        others = [r for r in rcpts if r != SUPPORT]
+        if others:
+            self.sent.append((others, message_from_bytes(data, policy=default_policy)))
+            await loop.run_in_executor(None, self.imap.append, data, OUTGOING_FOLDER)
+        return "250 OK"
+
+
+def _mail(sender: str, name: str, subject: str, body: str, *, charset: str = "utf-8",
+          in_reply_to: str | None = None, extra: dict[str, str] | None = None,
+          attachment: tuple[str, bytes] | None = None, html: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"{name} <{sender}>"
+    msg["To"] = SUPPORT
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(timezone.utc))
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for key, value in (extra or {}).items():
+        msg[key] = value
+    if html and not body:
+        msg.set_content(html, subtype="html", charset=charset)
+    else:
+        msg.set_content(body, charset=charset)
+    if attachment:
+        msg.add_attachment(attachment[1], maintype="application", subtype="pdf", filename=attachment[0])
+    return msg.as_bytes()
+
+
+def _first_wave() -> list[tuple[str, bytes]]:
+    return [
+        ("an English request", _mail("zhang.wei@customer.example", "Zhang Wei", "Cannot print from SAP",
+                                     "Since this morning SAP print jobs stay in the spool.\nPrinter: HP M607, "
+                                     "room 402.\n\nRegards,\nZhang Wei")),
+        ("a Chinese request in GBK (Foxmail)", _mail(
+            "liuyang@customer.example", "刘洋", "邮箱容量已满，无法收信",
+            "您好，我的邮箱提示容量已满，删除邮件后仍然无法收信。\n麻烦尽快处理，谢谢！\n\n刘洋", charset="gbk")),
+        ("an HTML-only mail in GB18030 (QQ Mail)", _mail(
+            "zhangsan@qq.example", "张三", "会议室投影仪没有信号", "", charset="gb18030",
+            html="<html><head><style>body{font-size:14px}</style></head><body><div>三号会议室投影仪显示"
+                 "<b>无信号</b>，换了HDMI线也不行。</div><div>张三</div></body></html>")),
+        ("a request with an attachment", _mail(
+            "chenming@customer.example", "陈明", "办公室网络很慢", "网页经常打不开，拓扑图见附件。",
+            attachment=("网络拓扑.pdf", b"%PDF-1.4 demo"))),
+        ("an out-of-office auto-reply", _mail(
+            "director@customer.example", "Director", "Automatic reply: Cannot print from SAP",
+            "I am out of the office.", extra={"Auto-Submitted": "auto-replied"})),
+    ]
+
+
+def run_demo(keep: bool = False) -> int:
+    from aiosmtpd.controller import Controller
+
+    from maildesk.cli import setup_logging
+    from maildesk.daemon.app import Desk
+    from maildesk.daemon.config import load_config
+    from maildesk.daemon.views import ticket_summary
+
+    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's per-session chatter
+    logging.getLogger("pymap").setLevel(logging.ERROR)
+    workdir = Path(tempfile.mkdtemp(prefix="maildesk-demo-"))
+    password = secrets.token_urlsafe(10)
+    imap = DemoImapServer(SUPPORT, password).start()
+    sent: list = []
+    smtp_port = _free_port()
+    smtp = Controller(_DemoSmtpHandler(imap, sent), hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    os.environ["HELPDESK_DEMO_PASSWORD"] = password
+    config_path = workdir / "config.toml"
+    config_path.write_text(_CONFIG.format(imap_port=imap.port, smtp_port=smtp_port, support=SUPPORT),
+                           encoding="utf-8")
+    setup_logging("warning")
+    config = load_config(config_path)
+    out = sys.stdout
+    try:
+        print(f"maildesk demo: IMAP (pymap) on 127.0.0.1:{imap.port}, SMTP (aiosmtpd) on 127.0.0.1:{smtp_port}",
+              file=out)
+        print(f"store and config in {workdir}\n", file=out)
+
+        print("1. Customers write to the support address:", file=out)
+        for label, raw in _first_wave():
+            subject = message_from_bytes(raw, policy=default_policy)["Subject"]
+            print(f"   - {label}: {subject}", file=out)
+            imap.append(raw)
+        with Desk(config) as desk:
+            summary = desk.run_once()
+        print(f"\n   The desk handled {summary.handled} mails: "
+              f"{', '.join(f'{v} {k}' for k, v in sorted(summary.outcomes.items()))}.", file=out)
+        _show_sent(sent, out)
+
+        print("\n2. Zhang Wei answers the acknowledgement (no tag needed: In-Reply-To finds the ticket),", file=out)
+        print("   and a stranger copies his ticket tag into a mail of her own:", file=out)
+        ack = next(m for rcpts, m in sent if rcpts == ["zhang.wei@customer.example"])
+        tag = ack["Subject"].split("]")[0].lstrip("[")
+        sent.clear()
+        imap.append(_mail("zhang.wei@customer.example", "Zhang Wei", "Re: Cannot print from SAP",
+                          "The spool shows error 0x2a now.", in_reply_to=ack["Message-ID"]))
+        imap.append(_mail("eve@other.example", "Eve", f"Re: [{tag}] Cannot print from SAP",
+                          "What was this ticket about?"))
+        with Desk(config) as desk:
+            desk.run_once()
+        _show_sent(sent, out)
+
+        print("\n3. The tickets (helpdesk -c CONFIG tickets list):", file=out)
+        with Desk(config) as desk:
+            for t in sorted(desk.store.tickets(), key=lambda t: t.number):
+                row = ticket_summary(t, config.report.timezone)
+                inbound = sum(1 for m in t.messages if m.direction == "in")
+                print(f"   {row['id']}  {row['stage']:<9} {row['customer']:<28} {row['subject']}  "
+                      f"({inbound} mail(s) in)", file=out)
+        print(f"\n   Try: helpdesk -c {config_path} tickets show {tag}", file=out)
+
+        if keep:
+            print(f"\nThe servers keep running; point a mail client at them:\n"
+                  f"   IMAP 127.0.0.1:{imap.port}, no TLS, user {SUPPORT}, password {password}\n"
+                  f"   SMTP 127.0.0.1:{smtp_port}, no TLS, no login\n"
+                  f"   Mail to {SUPPORT} lands in INBOX; what the desk sends is filed in {OUTGOING_FOLDER}.\n"
+                  f"The daemon is running (Ctrl-C stops everything).", file=out)
+            stop = threading.Event()
+            try:
+                with Desk(config) as desk:
+                    desk.run(stop.is_set)
+            except KeyboardInterrupt:
+                stop.set()
+        return 0
+    finally:
+        smtp.stop()
+        imap.stop()
+
+
+def _show_sent(sent: list, out) -> None:
+    for rcpts, msg in sent:
+        body = msg.get_body(("plain",)).get_content().strip().splitlines()
+        first = next((line for line in body[2:] if line.strip()), "")
+        print(f"   -> {', '.join(rcpts)}: {msg['Subject']}", file=out)
+        print(f"        {first.strip()[:90]}", file=out)
+    if not sent:
+        print("   (no mail sent)", file=out)
+
+
+_CONFIG = """\
+[imap]
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{support}"
+password_env = "HELPDESK_DEMO_PASSWORD"
+poll_seconds = 2
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from_address = "{support}"
+from_name = "IT Service Desk"
+
+[storage]
+path = "var/helpdesk.json"
+
+[team]
+supervisor = "lead@example.com"
+leadership = ["director@example.com"]
+language = "zh"
+
+[[team.technicians]]
+email = "alice@example.com"
+name = "Alice Wang"
+nda_signed = "2026-01-15"
+
+[report]
+timezone = "Asia/Shanghai"
+language = "zh"
+"""
