@@ -20,12 +20,21 @@ class _TextExtractor(HTMLParser):
         self.parts: list[str] = []
         self._skip_depth = 0
         self._href: list[tuple[str | None, int]] = []
+        self._line_has_text = False
+
+    def _break(self, hard: bool = False) -> None:
+        # Block edges end the current line; only <br> makes an empty one.
+        if hard or self._line_has_text:
+            self.parts.append("\n")
+            self._line_has_text = False
 
     def handle_starttag(self, tag, attrs):
         if tag in _SKIP:
             self._skip_depth += 1
+        elif tag == "br":
+            self._break(hard=True)
         elif tag in _BLOCK:
-            self.parts.append("\n")
+            self._break()
         if tag == "li":
             self.parts.append("- ")
         if tag == "a":
@@ -34,14 +43,16 @@ class _TextExtractor(HTMLParser):
             self.parts.append(" ")
 
     def handle_startendtag(self, tag, attrs):
-        if tag in _BLOCK:
-            self.parts.append("\n")
+        if tag == "br":
+            self._break(hard=True)
+        elif tag in _BLOCK:
+            self._break()
 
     def handle_endtag(self, tag):
         if tag in _SKIP:
             self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag in _BLOCK:
-            self.parts.append("\n")
+        elif tag in _BLOCK and tag != "br":
+            self._break()
         if tag == "a" and self._href:
             href, start = self._href.pop()
             text = "".join(self.parts[start:]).strip()
@@ -51,6 +62,8 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data):
         if not self._skip_depth:
             self.parts.append(data)
+            if data.strip():
+                self._line_has_text = True
 
 
 def html_to_text(html: str) -> str:

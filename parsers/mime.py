@@ -130,6 +130,11 @@ def _walk(msg: Message, plain, html, attachments, skipped, defects, max_attachme
             defects.append(f"more than {MAX_PARTS} MIME parts; the rest is ignored")
             return
         ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            # A forwarded mail is kept whole as an attachment, not read as our body.
+            _attach(part, _filename(part) or _inner_subject(part), attachments, skipped, max_attachment_bytes,
+                    len(attachments))
+            continue
         if part.is_multipart():
             payload = part.get_payload()
             if isinstance(payload, list):
@@ -139,10 +144,6 @@ def _walk(msg: Message, plain, html, attachments, skipped, defects, max_attachme
             continue
         filename = _filename(part)
         disposition = (part.get_content_disposition() or "").lower()
-        if ctype == "message/rfc822" or ctype.startswith("message/") and ctype != "message/delivery-status":
-            _attach(part, filename or _inner_subject(part), attachments, skipped, max_attachment_bytes,
-                    len(attachments))
-            continue
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             body, note = _text_of(part)
             if note:
