@@ -1,0 +1,191 @@
+"""Intake benchmark: real Dovecot in, real aiosmtpd out, the real daemon (``helpdesk once``) between.
+
+    python bench/intake.py                 # full: 1,000 mails on stores of 0, 20,000 and 100,000 tickets
+    python bench/intake.py --quick         # CI: 200 mails on an empty store and on 2,000 tickets
+    python bench/intake.py --mails 1000 --preload 5000
+
+For each store size it pre-loads N realistic tickets (stages, messages,
+events), delivers M new mails (Chinese and English, GBK/GB18030/Big5/UTF-8,
+10% with attachments, 20% replies to existing tickets), runs the daemon once
+and prints: mails/s end to end (process start until every acknowledgement
+has been accepted by the SMTP server), per-mail handling median and p95,
+peak RSS of the daemon, and the store's size on disk.  Nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from maildesk.model import Address, Event, Message, OutboundMail, Ticket  # noqa: E402
+from maildesk.storage.store import TicketStore  # noqa: E402
+from tests.desk import write_config  # noqa: E402
+from tests.mailservers import Dovecot, SmtpSink  # noqa: E402
+
+SUBJECTS_ZH = ["打印机卡纸", "邮箱容量已满，无法收信", "VPN 每小时断开一次", "会议室投影仪没有信号", "电脑无法开机",
+               "硬盘报警", "网络很慢", "软件授权过期"]
+SUBJECTS_EN = ["Cannot print from SAP", "VPN drops every hour", "Laptop will not boot", "Outlook keeps asking "
+               "for password", "Disk almost full", "New starter needs an account"]
+BODY_ZH = "您好，{}，麻烦尽快处理。\n设备编号 {}，位置 {} 楼。\n谢谢！"
+BODY_EN = "Hello,\n{} since this morning. Asset tag {}, floor {}.\nThanks."
+STAGES = ("received", "diagnosing", "proposed", "executing", "feedback", "closed")
+
+
+def preload(store_path: Path, count: int, rng: random.Random) -> list[tuple[str, str]]:
+    """Write ``count`` tickets; returns (customer, ack Message-ID) of some, for replies."""
+    replyable = []
+    if count == 0:
+        return replyable
+    now = datetime.now(timezone.utc)
+    with TicketStore(store_path) as store:
+        for i in range(count):
+            number = store.allocate_ticket_number()
+            tag = store.format_tag(number)
+            zh = i % 2 == 0
+            customer = f"old{i}@cust{i % 97}.example"
+            created = now - timedelta(minutes=rng.randint(10, 60 * 24 * 365))
+            stage = STAGES[rng.randrange(len(STAGES))] if i < count - 2000 else "received"
+            subject = rng.choice(SUBJECTS_ZH if zh else SUBJECTS_EN)
+            ack_id = f"<ack.{tag}.{i:08x}@example.com>"
+            text = (BODY_ZH if zh else BODY_EN).format(subject, 1000 + i, i % 30)
+            messages = [
+                Message("in", customer, ["support@example.com"], created, text, f"<c{i}@cust.example>"),
+                Message("out", "support@example.com", [customer], created, "ack " * 40, ack_id, kind="ack"),
+                Message("out", "support@example.com", ["alice@example.com"], created, text, f"<n{i}@example.com>",
+                        internal=True, kind="notify"),
+            ]
+            events = [Event(created, customer, "created", None, "received")]
+            if stage != "received":
+                events.append(Event(created + timedelta(hours=1), "alice@example.com", "stage", "received", stage))
+            store.save_ticket(Ticket(number=number, tag=tag, subject=subject, customer=customer, customer_name="",
+                                     stage=stage, language="zh" if zh else "en", created_at=created,
+                                     updated_at=created, message_ids=[f"<c{i}@cust.example>", ack_id,
+                                                                      f"<n{i}@example.com>"],
+                                     messages=messages, events=events))
+            store.enqueue(OutboundMail(id=f"pre{i}", message_id=ack_id, kind="ack",
+                                       sender=Address("support@example.com"), recipients=[customer],
+                                       subject=subject, text="ack", created_at=created, ticket=tag, status="sent"))
+            store.record_processed(f"c{i}@cust.example", "ticket", ticket=tag, reason="", at=created)
+            if stage != "closed" and len(replyable) < 5000:
+                replyable.append((customer, ack_id))
+            if i % 5000 == 4999:
+                store.commit()
+        store.commit()
+        store._storage.checkpoint()
+    return replyable
+
+
+def new_mails(count: int, replyable: list[tuple[str, str]], rng: random.Random) -> list[bytes]:
+    mails = []
+    charsets = ["utf-8", "gbk", "gb18030", "big5", "utf-8"]
+    for i in range(count):
+        msg = EmailMessage()
+        reply = replyable and rng.random() < 0.2
+        zh = rng.random() < 0.5
+        if reply:
+            customer, ack_id = rng.choice(replyable)
+            msg["In-Reply-To"] = ack_id
+            msg["References"] = ack_id
+            subject = "回复: 更多信息" if zh else "Re: more information"
+        else:
+            customer = f"new{i}@bench{i % 50}.example"
+            subject = rng.choice(SUBJECTS_ZH if zh else SUBJECTS_EN)
+        body = (BODY_ZH if zh else BODY_EN).format(subject, 5000 + i, i % 30) * rng.randint(1, 4)
+        charset = rng.choice(charsets) if zh else "utf-8"
+        if charset == "big5":
+            body, subject = body.replace("邮箱", "郵箱"), subject
+            try:
+                body.encode("big5")
+            except UnicodeEncodeError:
+                charset = "utf-8"
+        msg["From"] = f"Customer {i} <{customer}>"
+        msg["To"] = "support@example.com"
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(datetime.now(timezone.utc))
+        msg["Message-ID"] = make_msgid(domain="bench.example")
+        msg.set_content(body, charset=charset)
+        if rng.random() < 0.1:
+            msg.add_attachment(os.urandom(rng.randint(5_000, 200_000)), maintype="application",
+                               subtype="pdf", filename=f"日志-{i}.pdf" if zh else f"log-{i}.pdf")
+        mails.append(msg.as_bytes())
+    return mails
+
+
+def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random) -> dict:
+    account = dovecot.add_user()
+    sink = SmtpSink().start()
+    workdir = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
+    try:
+        config = write_config(workdir, imap_port=dovecot.port, imap_user=account.username,
+                              imap_password=account.password, smtp_port=sink.port, notify_unassigned="none",
+                              ack_limit_per_hour=1000, extra="")
+        text = config.read_text().replace("batch_size = 25", "batch_size = 100")
+        config.write_text(text)
+        store_path = workdir / "var" / "helpdesk.json"
+        started = time.perf_counter()
+        replyable = preload(store_path, tickets, rng)
+        preload_s = time.perf_counter() - started
+        raws = new_mails(mails, replyable, rng)
+        account.deliver_many(raws)
+        env = dict(os.environ, TEST_IMAP_PASSWORD=account.password, PYTHONPATH=str(REPO))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "maildesk", "-c", str(config), "once"], env=env,
+                              capture_output=True, text=True, cwd=REPO)
+        elapsed = time.perf_counter() - started
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if proc.returncode != 0:
+            raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
+        handled = [float(ms) for ms in re.findall(r"\(([\d.]+) ms\)$", proc.stderr, re.MULTILINE)]
+        acks = len(sink.messages())
+        size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
+        return {
+            "tickets": tickets, "mails": mails, "seconds": elapsed, "rate": mails / elapsed,
+            "median_ms": statistics.median(handled) if handled else float("nan"),
+            "p95_ms": statistics.quantiles(handled, n=20)[18] if len(handled) >= 20 else float("nan"),
+            "rss_mb": max(peak_kb, before) / 1024, "store_mb": size / 2**20, "acks": acks,
+            "preload_s": preload_s,
+        }
+    finally:
+        sink.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes for CI")
+    parser.add_argument("--mails", type=int, help="new mails per case")
+    parser.add_argument("--preload", type=int, action="append", help="tickets already stored (repeatable)")
+    args = parser.parse_args(argv)
+    mails = args.mails or (200 if args.quick else 1000)
+    sizes = args.preload or ([0, 2000] if args.quick else [0, 20_000, 100_000])
+    rng = random.Random(42)
+    dovecot = Dovecot().start()
+    try:
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
+        print(f"{'stored':>8} {'mails':>6} {'seconds':>8} {'mails/s':>8} {'median ms':>10} {'p95 ms':>8} "
+              f"{'peak RSS MB':>12} {'store MB':>9} {'acks':>6}")
+        for tickets in sizes:
+            r = run_case(dovecot, mails, tickets, rng)
+            print(f"{r['tickets']:>8} {r['mails']:>6} {r['seconds']:>8.2f} {r['rate']:>8.0f} {r['median_ms']:>10.2f} "
+                  f"{r['p95_ms']:>8.2f} {r['rss_mb']:>12.0f} {r['store_mb']:>9.1f} {r['acks']:>6}", flush=True)
+    finally:
+        dovecot.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
