@@ -57,12 +57,13 @@ def build_message(mail: OutboundMail) -> EmailMessage:
     # Loop guards: RFC 3834 for everyone, the Microsoft header for Exchange/Outlook.
     msg["Auto-Submitted"] = mail.auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = "zh-CN" if mail.language == "zh" else "en"
     if mail.ticket:
         msg["X-Helpdesk-Ticket"] = mail.ticket
     msg.set_content(mail.text, charset="utf-8")
     if mail.html:
         msg.add_alternative(mail.html, subtype="html", charset="utf-8")
+    # After set_content(), which replaces every Content-* header.
+    msg["Content-Language"] = "zh-CN" if mail.language == "zh" else "en"
     return msg
 
 

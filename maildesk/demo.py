@@ -233,6 +233,9 @@ def run_demo(keep: bool = False) -> int:
                 print(f"   {row['id']}  {row['stage']:<9} {row['customer']:<28} {row['subject']}  "
                       f"({inbound} mail(s) in)", file=out)
         print(f"\n   Try: helpdesk -c {config_path} tickets show {tag}", file=out)
+        if not keep:
+            print("\nRun `helpdesk demo --keep` to keep the servers and the daemon running and point your own "
+                  "mail client at them.", file=out)
 
         if keep:
             print(f"\nThe servers keep running; point a mail client at them:\n"

@@ -63,6 +63,7 @@ mail_plugins =
 default_internal_user = dovecot
 default_login_user = dovenull
 login_trusted_networks = 127.0.0.0/8
+shutdown_clients = yes
 namespace inbox {{
   inbox = yes
   separator = /
@@ -222,10 +223,19 @@ class Dovecot:
         if cleanup:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def drop_connections(self) -> None:
+        """Kill every IMAP session of this instance, as a crashing server would."""
+        subprocess.run(["pkill", "-KILL", "-f", f"maildesk-test-{self.port}/imap"], check=False)
+
     def restart(self) -> None:
-        """Stop and start again on the same port, keeping every mailbox."""
+        """Stop and start again on the same port, keeping every mailbox.
+
+        Dovecot lets sessions outlive a stopped master; a real server restart
+        (reboot, upgrade) ends them, so they are killed here too.
+        """
         port = self.port
         self.stop(cleanup=False)
+        subprocess.run(["pkill", "-KILL", "-f", f"maildesk-test-{port}/"], check=False)
         self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15

@@ -46,3 +46,29 @@ def test_sigint_while_idle_exits_zero(tmp_path, dovecot, mailbox, smtp_sink):
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
+
+
+def test_imap_server_restart_is_survived_with_one_log_line_and_no_secret_logged(tmp_path, dovecot, mailbox,
+                                                                              smtp_sink):
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port, notify_unassigned="none")
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, password=mailbox.password, log_path=log)
+    try:
+        time.sleep(1.5)
+        mailbox.deliver(customer_mail("before@cust.example", "Before the restart", "one"))
+        smtp_sink.wait_for(1, timeout=30)
+        dovecot.restart()
+        mailbox.deliver(customer_mail("after@cust.example", "After the restart", "two"))
+        sent = smtp_sink.wait_for(2, timeout=60)
+        assert sorted(r for m in sent for r in m.rcpt_tos) == ["after@cust.example", "before@cust.example"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert text.count("IMAP connection lost") == 1, text
+    assert "reachable again" in text
+    assert mailbox.password not in text
