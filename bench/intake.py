@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
         print(f"{'stored':>8} {'mails':>6} {'seconds':>8} {'mails/s':>8} {'median ms':>10} {'p95 ms':>8} "
-              f"{'peak RSS MB':>12} {'store MB':>9} {'acks':>6}")
+              f"{'peak RSS MB':>12} {'store MB':>9} {'sent':>6}")
         for tickets in sizes:
             r = run_case(dovecot, mails, tickets, rng)
             print(f"{r['tickets']:>8} {r['mails']:>6} {r['seconds']:>8.2f} {r['rate']:>8.0f} {r['median_ms']:>10.2f} "
