@@ -16,6 +16,7 @@ from maildesk.daemon.config import Config
 from maildesk.daemon.intake import BatchResult, IntakeRunner
 from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable
 from maildesk.daemon.sender import OutboxSender
+from maildesk.daemon.timers import TimerRunner
 from maildesk.storage.store import TicketStore
 from maildesk.templates import default_renderer
 
@@ -23,6 +24,7 @@ log = logging.getLogger("maildesk.daemon")
 
 BACKOFF_START_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+TIMER_INTERVAL_SECONDS = 60.0
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Desk:
         self.mailbox = Mailbox(config.imap)
         self.sender = OutboxSender(config.smtp, self.store)
         self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer())
+        self.timers = TimerRunner(config, self.store, default_renderer())
+        self._timers_due_at = 0.0
 
     def close(self) -> None:
         self.mailbox.close()
@@ -74,11 +78,17 @@ class Desk:
         summary.sent += sent
         summary.deferred += deferred
 
+    def run_timers(self, force: bool = False) -> None:
+        if force or time.monotonic() >= self._timers_due_at:
+            self.timers.run_due()
+            self._timers_due_at = time.monotonic() + TIMER_INTERVAL_SECONDS
+
     def run_once(self) -> RunSummary:
-        """Handle every waiting mail and send every due outbox entry, then return."""
+        """Handle every waiting mail, run due timers, send every due outbox entry, then return."""
         summary = RunSummary()
         self.mailbox.connect()
         self.drain_inbox(summary)
+        self.run_timers(force=True)
         self.deliver_outbox(summary)
         return summary
 
@@ -96,6 +106,7 @@ class Desk:
                     outage = None
                     backoff = BACKOFF_START_SECONDS
                 self.drain_inbox(summary, should_stop)
+                self.run_timers()
                 self.deliver_outbox(summary)
                 if should_stop():
                     break
@@ -114,7 +125,7 @@ class Desk:
         return summary
 
     def _wait_seconds(self) -> float:
-        wait = self.config.imap.poll_seconds
+        wait = min(self.config.imap.poll_seconds, max(0.05, self._timers_due_at - time.monotonic()))
         due = self.sender.next_due()
         if due is not None:
             wait = min(wait, max(0.05, (due - datetime.now(timezone.utc)).total_seconds()))

@@ -77,6 +77,16 @@ class TicketsConfig:
 
 
 @dataclass(frozen=True)
+class ProcedureConfig:
+    reopen_days: float = 14
+    reminder_days: float = 3
+    no_rating_days: float = 7
+    first_response_hours: float = 4
+    resolution_hours: float = 48
+    commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
 class TeamConfig:
     supervisor: str | None = None
     leadership: tuple[str, ...] = ()
@@ -118,6 +128,7 @@ class Config:
     source: Path | None = None
     # Language of mail to staff (notifications, error replies).
     team_language: str = "zh"
+    procedure: ProcedureConfig = ProcedureConfig()
 
     @property
     def support_address(self) -> str:
@@ -131,7 +142,11 @@ _KNOWN_KEYS = {
     "smtp": {"host", "port", "security", "allow_insecure", "username", "password", "password_env",
              "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file"},
     "storage": {"path"},
-    "tickets": {"prefix", "max_message_mb", "max_attachment_mb", "ack_limit_per_hour", "notify_unassigned"},
+    "tickets": {"prefix", "max_message_mb", "max_attachment_mb", "ack_limit_per_hour", "notify_unassigned",
+                "reopen_days"},
+    "feedback": {"reminder_days", "no_rating_days"},
+    "sla": {"first_response_hours", "resolution_hours"},
+    "commands": set(),  # any command name -> list of keywords
     "team": {"supervisor", "leadership", "technicians", "language"},
     "report": {"weekday", "time", "timezone", "language"},
     "log": {"level", "file"},
@@ -145,9 +160,22 @@ def _check_known_keys(raw: dict) -> None:
             raise ConfigError(f"unknown section [{section}]")
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table")
+        if section == "commands":
+            _check_commands(value)
+            continue
         for key in value:
             if key not in _KNOWN_KEYS[section]:
                 raise ConfigError(f"unknown key {section}.{key}")
+
+
+def _check_commands(table: dict) -> None:
+    from maildesk.parsers.commands import DEFAULT_COMMANDS
+
+    for name, words in table.items():
+        if name not in DEFAULT_COMMANDS:
+            raise ConfigError(f"unknown command commands.{name}; known: {', '.join(DEFAULT_COMMANDS)}")
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise ConfigError(f"commands.{name} must be a non-empty list of keywords")
 
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
@@ -265,6 +293,14 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
     return Config(
         imap=imap, smtp=smtp, storage_path=storage_path, tickets=tickets, team=team, report=report,
         team_language=r.choice("team.language", ("zh", "en"), default=report.language),
+        procedure=ProcedureConfig(
+            reopen_days=r.float("tickets.reopen_days", default=14, minimum=0),
+            reminder_days=r.float("feedback.reminder_days", default=3, minimum=0),
+            no_rating_days=r.float("feedback.no_rating_days", default=7, minimum=0),
+            first_response_hours=r.float("sla.first_response_hours", default=4, minimum=0),
+            resolution_hours=r.float("sla.resolution_hours", default=48, minimum=0),
+            commands=tuple((k, tuple(v)) for k, v in raw.get("commands", {}).items()),
+        ),
         log_level=r.choice("log.level", ("debug", "info", "warning", "error"), default="info"),
         log_file=(base_dir / log_file) if log_file and not Path(log_file).is_absolute() else
         (Path(log_file) if log_file else None),

@@ -30,8 +30,10 @@ from maildesk.model import Address, InboundMail
 from maildesk.parsers import parse_mail
 from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
-from maildesk.workflow.intake import DeskContext, Effects, ack_window_start, handle
-from maildesk.workflow.route import Directory, route_mail
+from maildesk.parsers.commands import Vocabulary
+from maildesk.workflow.apply import decide, handle
+from maildesk.workflow.intake import DeskContext, Effects, ack_window_start
+from maildesk.workflow.route import Directory
 
 log = logging.getLogger("maildesk.intake")
 
@@ -46,6 +48,37 @@ class BatchResult:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+def context_for(config: Config, renderer: Renderer, now: datetime) -> DeskContext:
+    return DeskContext(
+        directory=directory_from(config), desk=Address(config.smtp.from_address, config.smtp.from_name),
+        renderer=renderer, now=now,
+        ack_limit_per_hour=config.tickets.ack_limit_per_hour,
+        notify_unassigned=config.tickets.notify_unassigned,
+        staff_language=config.team_language,
+        max_attachment_bytes=config.tickets.max_attachment_bytes,
+        vocabulary=Vocabulary.build(dict(config.procedure.commands)),
+        reopen_days=config.procedure.reopen_days,
+    )
+
+
+def apply_effects(store: TicketStore, effects: Effects, now: datetime) -> None:
+    """Write what a mail (or a timer) caused into the store, in memory until the commit."""
+    for blob in effects.blobs:
+        store.attachments.put(blob)
+    if effects.ticket is not None:
+        store.save_ticket(effects.ticket)
+    for out in effects.outbound:
+        store.enqueue(out)
+    for out in effects.outbox_updates:
+        store.update_outbound(out)
+    for item in effects.plans:
+        store.add_plan(item)
+    for record in effects.records:
+        store.add_staff_record(record)
+    if effects.acked_sender:
+        store.record_ack(effects.acked_sender, now)
+
+
 def directory_from(config: Config) -> Directory:
     return Directory(
         support_address=config.support_address,
@@ -53,6 +86,8 @@ def directory_from(config: Config) -> Directory:
         technicians=frozenset(t.email for t in config.team.technicians),
         supervisor=config.team.supervisor,
         leadership=frozenset(config.team.leadership),
+        nda_signed=frozenset(t.email for t in config.team.technicians if t.nda_signed),
+        names=tuple((t.email, t.name) for t in config.team.technicians),
     )
 
 
@@ -145,14 +180,8 @@ class IntakeRunner:
 
     def _effects_for(self, mail: InboundMail) -> Effects:
         now = self.clock()
-        ctx = DeskContext(
-            directory=self.directory, desk=self.desk, renderer=self.renderer, now=now,
-            ack_limit_per_hour=self.config.tickets.ack_limit_per_hour,
-            notify_unassigned=self.config.tickets.notify_unassigned,
-            staff_language=self.config.team_language,
-            max_attachment_bytes=self.config.tickets.max_attachment_bytes,
-        )
-        route = route_mail(mail, self.store, self.directory)
+        ctx = context_for(self.config, self.renderer, now)
+        route = decide(mail, self.store, ctx)
         if route.kind == "new":
             number = self.store.allocate_ticket_number()
             acks = self.store.acks_since(mail.sender.email, ack_window_start(now))
@@ -161,16 +190,7 @@ class IntakeRunner:
         return handle(mail, route, ctx)
 
     def _apply(self, effects: Effects, mail: InboundMail, now: datetime) -> None:
-        for blob in effects.blobs:
-            self.store.attachments.put(blob)
-        if effects.ticket is not None:
-            self.store.save_ticket(effects.ticket)
-        for out in effects.outbound:
-            self.store.enqueue(out)
-        for out in effects.outbox_updates:
-            self.store.update_outbound(out)
-        if effects.acked_sender:
-            self.store.record_ack(effects.acked_sender, now)
+        apply_effects(self.store, effects, now)
         self.store.record_processed(mail.key, effects.outcome,
                                     ticket=effects.ticket.tag if effects.ticket else None,
                                     reason=effects.reason, at=now)

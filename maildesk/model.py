@@ -144,6 +144,11 @@ class Ticket:
     assignee: str | None = None
     rating: int | None = None
     priority: str = "normal"
+    rating_comment: str = ""
+    summary: str = ""
+    lessons: str = ""
+    # The closed ticket this one continues, when a customer wrote again too late to reopen it.
+    linked_to: str | None = None
     # Every Message-ID sent or received for this ticket: replies are routed by them.
     message_ids: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
@@ -179,3 +184,25 @@ class OutboundMail:
     next_attempt_at: datetime | None = None
     last_error: str = ""
     sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """A supervisor's item for next week's plan (``#plan``)."""
+
+    at: datetime
+    author: str
+    text: str
+    ticket: str | None = None
+
+
+@dataclass(frozen=True)
+class StaffRecord:
+    """A commendation or warning (``#commend`` / ``#warn``) kept on a technician's record."""
+
+    at: datetime
+    author: str
+    kind: str  # commend | warn
+    technician: str
+    reason: str
+    ticket: str | None = None

@@ -1,17 +1,26 @@
 """Mail written by machines: auto-replies, bounces and bulk mail are never answered.
 
-Decisions, in order:
+Checked in this order; the first signal found decides, and is named in the
+verdict's ``reason``:
 
-* **bounce**: a ``multipart/report; report-type=delivery-status`` (RFC 3464),
-  or mail from ``MAILER-DAEMON``/``postmaster`` with an empty Return-Path.
+* **bounce**: ``multipart/report; report-type=delivery-status`` (RFC 3464), or
+  From ``MAILER-DAEMON@``/``postmaster@`` with an empty Return-Path (``<>``).
   The Message-IDs of the returned mail are read from its
-  ``text/rfc822-headers`` or ``message/rfc822`` part, so the failure can be
-  put on the right ticket.
-* **auto-reply**: ``Auto-Submitted`` other than ``no`` (RFC 3834),
-  ``X-Autoreply``/``X-Autorespond``, ``X-Auto-Response-Suppress`` together
-  with an out-of-office subject (Outlook sets that header on plain mail too, so
-  alone it proves nothing), or a subject such as "Automatic reply:",
-  "Out of Office", "自动回复".
+  ``text/rfc822-headers`` or ``message/rfc822`` part (for reports without
+  one, from ``Message-ID:`` lines quoted in the text), the failed recipients
+  from the ``Final-Recipient`` fields, so the failure can be put on the
+  right ticket.
+* **auto-reply**: ``Auto-Submitted`` other than ``no`` (RFC 3834);
+  ``X-Autoreply``/``X-Autorespond``; ``Precedence: auto_reply``; a read
+  receipt (``report-type=disposition-notification``); a subject that starts
+  with an auto-reply marker followed by a colon or the end of the subject
+  ("Automatic reply:", "Auto:", "Out of Office:", "自动回复:", "自動回覆:").
+  A colon is required because customers of an IT desk write subjects such as
+  "Out of office reply not working".
+  ``X-Auto-Response-Suppress`` alone proves nothing: Outlook puts it on
+  ordinary mail too.  Together with such a marker it lets the marker stand
+  after tags that gateways prepend ("[EXTERNAL] Automatic reply: ..."), never
+  after a reply prefix ("RE: Automatic reply: ..." is a person answering).
 * **bulk**: ``Precedence: bulk|list|junk``, ``List-Id``, ``List-Unsubscribe``.
 """
 from __future__ import annotations
@@ -19,85 +28,142 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from email.parser import HeaderParser
+from email.policy import compat32
 
-from maildesk.parsers.charset import decode_header_text
+from maildesk.model import Address
+from maildesk.parsers.charset import decode_bytes
+from maildesk.parsers.headers import Headers, header_text, message_ids, split_params
 
+_MARKER = (r"automatic\s+reply|auto[-\s]?reply|autoreply|auto[-\s]?response|automatic\s+response"
+           r"|out\s+of\s+(?:the\s+)?office(?:\s+auto[-\s]?reply)?|abwesenheitsnotiz|automatische\s+antwort"
+           r"|r[ée]ponse\s+automatique|respuesta\s+autom[áa]tica|resposta\s+autom[áa]tica"
+           r"|risposta\s+automatica|自动回复|自動回覆|自動回復|自动答复|自動答覆|自動応答")
+# The marker, then a colon, a closing bracket or the end of the subject; "Auto:" needs its colon.
 _AUTO_SUBJECT = re.compile(
-    r"^\s*(automatic reply|auto(matic)?[- ]?(reply|response)|auto:|out of (the )?office|abwesenheit|"
-    r"réponse automatique|自动回复|自動回覆|自动答复|自動回復|休假|不在办公室)",
+    r"^\s*(?:[\[【(（]\s*(?:" + _MARKER + r")\s*[\]】)）]|(?:" + _MARKER + r")\s*(?:[:：]|$)|auto\s*[:：])",
     re.IGNORECASE,
 )
-_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon)@", re.IGNORECASE)
-_MSGID = re.compile(r"<[^<>\s]+>")
-_RECIPIENT = re.compile(r"^(?:final|original)-recipient:\s*[^;]*;\s*<?([^\s<>]+@[^\s<>]+?)>?\s*$",
-                        re.IGNORECASE | re.MULTILINE)
+_GATEWAY_TAGS = re.compile(r"^(?:\s*[\[【][^\]】]{1,40}[\]】])+")
+_DAEMONS = ("mailer-daemon", "postmaster")
+_QUOTED_MESSAGE_ID = re.compile(r"^\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+_QUOTED_RECIPIENT = re.compile(r"^<([^<>\s@]+@[^<>\s]+)>:", re.MULTILINE)
+_REPORT_PARTS = ("message/delivery-status", "message/global-delivery-status")
+_HEADER_PARTS = ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers")
+_RETURNED_MAIL = ("message/rfc822", "message/global")
+# A report is small; a huge one is not read part by part.
+_MAX_REPORT_PARTS = 200
 
 
 @dataclass
 class MachineVerdict:
-    kind: str | None = None
+    kind: str | None = None  # "bounce" | "auto-reply" | "bulk" | None
     reason: str = ""
     bounced_message_ids: list[str] = field(default_factory=list)
     bounced_recipients: list[str] = field(default_factory=list)
 
 
-def classify(msg: Message, *, sender: str | None, subject: str, return_path: str | None) -> MachineVerdict:
+def classify_machine(msg: Message, headers: Headers, *, sender: Address | None, subject: str,
+                     return_path: str | None, text: str = "") -> MachineVerdict:
+    """Whether ``msg`` was written by a machine, and which signal says so."""
     content_type = msg.get_content_type()
-    report_type = (msg.get_param("report-type") or "")
-    report_type = report_type.lower() if isinstance(report_type, str) else ""
-    if (content_type == "multipart/report" and report_type == "delivery-status") or \
-            (sender and _DAEMON.match(sender) and return_path in ("", None)):
-        verdict = MachineVerdict("bounce", "delivery status notification" if content_type == "multipart/report"
-                                 else f"from {sender}")
-        _read_bounce(msg, verdict)
+    report_type = ""
+    if content_type == "multipart/report":
+        report_type = split_params(headers.first("content-type") or "")[1].get("report-type", "").lower()
+
+    reason = ""
+    if report_type == "delivery-status":
+        reason = "multipart/report; report-type=delivery-status"
+    elif sender and sender.email.partition("@")[0] in _DAEMONS and return_path == "":
+        reason = f"From {sender.email} with empty Return-Path"
+    if reason:
+        verdict = MachineVerdict("bounce", reason)
+        _read_report(msg, verdict, text)
         return verdict
-    auto = _header(msg, "Auto-Submitted").lower()
-    if auto and auto.split(";")[0].strip() != "no":
-        return MachineVerdict("auto-reply", f"Auto-Submitted: {auto}")
+
+    auto_submitted = headers.text("Auto-Submitted")
+    # The keyword may carry parameters and comments: "auto-replied; owner-email=..." or "no (human)".
+    if auto_submitted and re.split(r"[;(\s]", auto_submitted, maxsplit=1)[0].lower() != "no":
+        return MachineVerdict("auto-reply", f"Auto-Submitted: {auto_submitted[:100]}")
     for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
-        if _header(msg, name):
-            return MachineVerdict("auto-reply", name)
-    if _AUTO_SUBJECT.match(subject):
-        return MachineVerdict("auto-reply", "auto-reply subject")
-    precedence = _header(msg, "Precedence").lower()
-    if precedence in ("bulk", "list", "junk", "auto_reply"):
-        return MachineVerdict("auto-reply" if precedence == "auto_reply" else "bulk", f"Precedence: {precedence}")
+        value = headers.text(name)
+        if value and value.lower() not in ("no", "false", "0"):
+            return MachineVerdict("auto-reply", f"{name}: {value[:100]}")
+    precedence = headers.text("Precedence").lower()
+    if precedence == "auto_reply":
+        return MachineVerdict("auto-reply", "Precedence: auto_reply")
+    if report_type == "disposition-notification":
+        return MachineVerdict("auto-reply", "multipart/report; report-type=disposition-notification")
+    marker = _AUTO_SUBJECT.match(subject)
+    if marker:
+        return MachineVerdict("auto-reply", f"subject starts with {marker.group().strip()!r}")
+    if headers.first("X-Auto-Response-Suppress") is not None:
+        tags = _GATEWAY_TAGS.match(subject)
+        marker = _AUTO_SUBJECT.match(subject[tags.end():]) if tags else None
+        if marker:
+            return MachineVerdict("auto-reply", f"X-Auto-Response-Suppress and subject marker "
+                                                f"{marker.group().strip()!r}")
+
+    if precedence in ("bulk", "list", "junk"):
+        return MachineVerdict("bulk", f"Precedence: {precedence}")
     for name in ("List-Id", "List-Unsubscribe"):
-        if _header(msg, name):
+        if headers.first(name) is not None:
             return MachineVerdict("bulk", name)
     return MachineVerdict()
 
 
-def _header(msg: Message, name: str) -> str:
-    try:
-        return decode_header_text(msg.get(name, "")).strip()
-    except Exception:  # noqa: BLE001
-        return ""
-
-
-def _read_bounce(msg: Message, verdict: MachineVerdict) -> None:
-    for part in msg.walk():
-        ctype = part.get_content_type()
+def _read_report(msg: Message, verdict: MachineVerdict, text: str) -> None:
+    ids: list[str] = []
+    recipients: list[str] = []
+    stack = [msg]
+    seen = 0
+    while stack and seen < _MAX_REPORT_PARTS:
+        part = stack.pop()
+        seen += 1
+        content_type = part.get_content_type()
+        payload = part.get_payload()
         try:
-            if ctype == "message/rfc822":
-                inner = part.get_payload()
-                inner = inner[0] if isinstance(inner, list) and inner else inner
-                if isinstance(inner, Message):
-                    verdict.bounced_message_ids += _MSGID.findall(str(inner.get("Message-ID", "")))
-            elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-                text = part.get_payload(decode=True) or b""
-                for line in text.decode("utf-8", "replace").splitlines():
-                    if line.lower().startswith("message-id:"):
-                        verdict.bounced_message_ids += _MSGID.findall(line)
-            elif ctype in ("message/delivery-status", "message/global-delivery-status"):
-                payload = part.get_payload()
-                if isinstance(payload, list):
-                    text = "\n".join(str(p) for p in payload)
-                else:
-                    text = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
-                verdict.bounced_recipients += [r.lower() for r in _RECIPIENT.findall(text)
-                                               if r.lower() not in verdict.bounced_recipients]
-        except Exception:  # noqa: BLE001 - a damaged report still counts as a bounce
+            if content_type in _RETURNED_MAIL or content_type in _HEADER_PARTS:
+                ids += _returned_ids(part, payload)
+            elif content_type in _REPORT_PARTS:
+                recipients += _final_recipients(part, payload)
+            elif part.is_multipart() and isinstance(payload, list):
+                stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+        except Exception:  # noqa: BLE001 - a damaged report part still leaves a bounce
             continue
-    verdict.bounced_message_ids = list(dict.fromkeys(verdict.bounced_message_ids))
-    verdict.bounced_recipients = list(dict.fromkeys(verdict.bounced_recipients))
+    if not ids and text:
+        ids = _QUOTED_MESSAGE_ID.findall(text)
+    if not recipients and text:
+        recipients = [r.lower() for r in _QUOTED_RECIPIENT.findall(text)]
+    verdict.bounced_message_ids = message_ids(ids) if ids else []
+    verdict.bounced_recipients = list(dict.fromkeys(recipients))
+
+
+def _returned_ids(part: Message, payload) -> list[str]:
+    if isinstance(payload, list):
+        inner = [p for p in payload if isinstance(p, Message)]
+    else:
+        # text/rfc822-headers is a text part holding a header block.
+        data = part.get_payload(decode=True) or b""
+        inner = [HeaderParser(policy=compat32).parsestr(decode_bytes(data, None)[0], headersonly=True)]
+    found: list[str] = []
+    for message in inner[:1]:
+        found += Headers(message).all("message-id")
+    return found
+
+
+def _final_recipients(part: Message, payload) -> list[str]:
+    if isinstance(payload, list):
+        blocks = [Headers(p) for p in payload if isinstance(p, Message)]
+    else:
+        data = part.get_payload(decode=True) or b""
+        blocks = [Headers(HeaderParser(policy=compat32).parsestr(block, headersonly=True))
+                  for block in re.split(r"\r?\n\s*\r?\n", decode_bytes(data, None)[0])]
+    found = []
+    for block in blocks:
+        values = block.all("final-recipient") or block.all("original-recipient")
+        for value in values:
+            address = header_text(value).rpartition(";")[2].strip().strip("<>").lower()
+            if "@" in address:
+                found.append(address)
+    return found

@@ -1,287 +1,473 @@
 """Raw bytes -> ``InboundMail``.  Never raises.
 
-mail-parser reads the message (its structure, date and defects); the
-standard library takes over where mail-parser gets Chinese wrong: header and
-body text are decoded here with the charset rules of ``parsers.charset``
-(a ``gb2312`` label read as GB18030, Big5 as HKSCS, unknown labels tried as
-UTF-8 then GB18030), because mail-parser replaces what its codec cannot read.
+mail-parser reads the message first (its structure, and its diagnostics of
+address, date and Received headers).  What the helpdesk keeps is then taken
+from the parsed ``email.message.Message`` with this package's own decoding,
+because mail-parser gets Chinese mail wrong: a ``gb2312`` label on GBK text
+and raw 8-bit headers come out with replacement characters.  Where
+mail-parser cannot read a message, or would be slow on it (thousands of
+encoded words: it decodes headers in quadratic time), the standard library
+parser reads it alone, with the ``compat32`` policy: it keeps header values
+raw for our charset rules and never raises on reading a malformed header.
+
+Bad input degrades step by step, each step noted in ``defects``: hostile
+MIME headers are cut short before parsing; a structure too deeply nested to
+take apart is read as headers plus raw text; a message nothing can parse
+still gives an ``InboundMail`` with ``sender=None`` and whatever text the
+bytes hold.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
-from datetime import datetime, timezone
-from email import message_from_bytes
 from email.message import Message
+from email.parser import BytesParser
 from email.policy import compat32
-from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
 
-from maildesk.model import Address, InboundAttachment, InboundMail, SkippedAttachment
-from maildesk.parsers.charset import decode_bytes, decode_header_text
+from maildesk.model import InboundAttachment, InboundMail, SkippedAttachment
+from maildesk.parsers.charset import decode_bytes
+from maildesk.parsers.headers import (
+    Headers, first_address, header_text, message_id, message_ids, mime_header, parse_addresses, parse_date,
+    parse_return_path, unfold,
+)
 from maildesk.parsers.html import html_to_text
 from maildesk.parsers.language import detect_language
-from maildesk.parsers.machine import classify
+from maildesk.parsers.machine import classify_machine
 
-# mail-parser logs every part type it does not know ("rfc822-headers not handled").
+# mail-parser logs at WARNING for every part type it does not handle ("Email content
+# 'mixed' not handled") and at ERROR for headers it cannot decode: noise for a daemon
+# that records its own defects.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+log = logging.getLogger(__name__)
 
-log = logging.getLogger("maildesk.parse")
+MAX_PARTS = 1000
+# A real Content-Type/Content-Disposition, even with a long RFC 2231 name, stays
+# far below this; the standard library re-parses them in quadratic time.
+MAX_MIME_HEADER = 8 * 1024
+# mail-parser decodes each header with email.header.decode_header, quadratic in
+# the number of encoded words.
+MAX_ENCODED_WORDS = 2000
+# The standard parser checks every line against every open boundary; past this
+# many checks the message is not taken apart.
+MAX_BOUNDARY_WORK = 2_000_000
+# HTML converted to text at most (the text is cut to max_text_chars anyway).
+MIN_HTML_CHARS = 2_000_000
+MAX_FILENAME = 200
 
-_MSGID = re.compile(r"<[^<>\s]+>")
-_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
-_EXTENSIONS = {"application/pdf": ".pdf", "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
-               "text/plain": ".txt", "text/html": ".html", "application/zip": ".zip",
-               "message/rfc822": ".eml", "text/calendar": ".ics"}
-MAX_PARTS = 500
+_EXTENSIONS = {
+    "application/pdf": ".pdf", "application/zip": ".zip", "application/gzip": ".gz",
+    "application/msword": ".doc", "application/vnd.ms-excel": ".xls", "application/vnd.ms-powerpoint": ".ppt",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+    "application/json": ".json", "application/xml": ".xml", "application/x-7z-compressed": ".7z",
+    "application/x-rar-compressed": ".rar", "application/vnd.rar": ".rar", "application/ics": ".ics",
+    "image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/gif": ".gif", "image/bmp": ".bmp",
+    "image/webp": ".webp", "image/tiff": ".tif", "image/svg+xml": ".svg", "image/heic": ".heic",
+    "text/plain": ".txt", "text/html": ".html", "text/csv": ".csv", "text/calendar": ".ics",
+    "text/x-vcard": ".vcf", "text/vcard": ".vcf", "text/xml": ".xml",
+    "message/rfc822": ".eml", "message/global": ".eml", "audio/mpeg": ".mp3", "video/mp4": ".mp4",
+}
+_RETURNED_MAIL = ("message/rfc822", "message/global")
+# Report metadata, read by parsers.machine; kept as attachments only when named.
+_REPORT_PARTS = ("message/delivery-status", "message/global-delivery-status", "message/disposition-notification",
+                 "message/global-disposition-notification", "message/rfc822-headers", "message/global-headers",
+                 "text/rfc822-headers")
+_NEWLINE = re.compile(r"\r\n?")
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\:*?"<>|]+')
+_BOUNDARY_PARAM = re.compile(rb"boundary\s*=")
 
 
 def parse_mail(raw: bytes, *, max_attachment_bytes: int = 15 * 2**20,
                max_text_chars: int = 200_000) -> InboundMail:
-    key = "sha256:" + hashlib.sha256(raw).hexdigest()
+    """Everything the helpdesk needs from one raw message.  Never raises."""
     defects: list[str] = []
+    data = _as_bytes(raw, defects)
     try:
-        parsed = mailparser.parse_from_bytes(raw)
-        msg = parsed.message
-        defects += _mailparser_defects(parsed)
-    except Exception as exc:  # noqa: BLE001 - fall back to the standard library
-        defects.append(f"mail-parser failed ({exc.__class__.__name__}); read with the standard library")
-        parsed = None
+        return _parse(data, defects, max_attachment_bytes, max_text_chars)
+    except Exception as exc:  # noqa: BLE001 - never raise: degrade and say why
+        log.warning("parsing a mail of %d bytes failed", len(data), exc_info=True)
+        defects.append(f"the MIME structure could not be read ({_name(exc)}); read as headers and raw text")
+    try:
+        return _headers_and_raw_text(data, defects, max_text_chars)
+    except Exception as exc:  # noqa: BLE001
+        defects.append(f"the headers could not be read ({_name(exc)})")
+    return _unreadable(data, defects, max_text_chars)
+
+
+def _as_bytes(raw, defects: list[str]) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    try:
+        if isinstance(raw, str):
+            return raw.encode("utf-8", "surrogateescape")
+        return bytes(raw)
+    except Exception:  # noqa: BLE001
+        defects.append(f"input of type {type(raw).__name__} is not a mail")
+        return b""
+
+
+def _name(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {str(exc)[:200]}" if str(exc) else exc.__class__.__name__
+
+
+# -- reading the structure ----------------------------------------------------------------
+
+def _parse(raw: bytes, defects: list[str], max_attachment_bytes: int, max_text_chars: int) -> InboundMail:
+    lowered = raw.lower()
+    source = _cut_long_mime_headers(raw, lowered, defects)
+    if _boundary_work(lowered) > MAX_BOUNDARY_WORK:
+        defects.append("MIME parts nested too deeply to take apart; read as headers and raw text")
+        return _headers_and_raw_text(raw, defects, max_text_chars)
+    parsed = None
+    encoded_words = source.count(b"=?")
+    if encoded_words > MAX_ENCODED_WORDS:
+        defects.append(f"{encoded_words} encoded words: read with the standard library only")
+    else:
         try:
-            msg = message_from_bytes(raw, policy=compat32)
-        except Exception as exc2:  # noqa: BLE001
-            return InboundMail(key=key, message_id=None, sender=None, subject="", text="",
-                               defects=[*defects, f"unreadable message: {exc2}"], size=len(raw))
-    try:
-        return _build(raw, key, msg, parsed, defects, max_attachment_bytes, max_text_chars)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never raise
-        log.exception("parsing failed")
-        return InboundMail(key=key, message_id=None, sender=None, subject="", text="",
-                           defects=[*defects, f"unreadable message: {exc.__class__.__name__}: {exc}"],
-                           size=len(raw))
+            parsed = mailparser.parse_from_bytes(source)
+        except Exception as exc:  # noqa: BLE001 - the standard library takes over
+            if isinstance(exc.__cause__, RecursionError):
+                raise
+            defects.append(f"mail-parser could not read the message ({_name(exc)}); "
+                           f"read with the standard library")
+    msg = parsed.message if parsed is not None else None
+    if msg is None:
+        msg = BytesParser(policy=compat32).parsebytes(source)
+    return _build(raw, msg, parsed, defects, max_attachment_bytes, max_text_chars)
 
 
-def _build(raw, key, msg: Message, parsed, defects, max_attachment_bytes, max_text_chars) -> InboundMail:
-    message_ids = _MSGID.findall(_first(msg, "Message-ID"))
-    message_id = message_ids[0] if message_ids else None
-    if message_id:
-        key = message_id[1:-1]
-    sender = _first_address(msg, "From")
-    subject = decode_header_text(_first(msg, "Subject"))
-    return_path = None
-    if msg.get("Return-Path") is not None:
-        rp = _addresses(msg, "Return-Path")
-        return_path = rp[0].email if rp else ""
+def _cut_long_mime_headers(raw: bytes, lowered: bytes, defects: list[str]) -> bytes:
+    """``raw`` with every Content-Type/-Disposition header cut to MAX_MIME_HEADER bytes."""
+    cuts: list[tuple[int, int]] = []
+    for name in (b"content-type:", b"content-disposition:"):
+        start = lowered.find(name)
+        while start != -1:
+            end = start + len(name)
+            if start == 0 or lowered[start - 1] == 0x0A:
+                end = _header_end(lowered, start)
+                if end - start > MAX_MIME_HEADER:
+                    cuts.append((start + MAX_MIME_HEADER, end))
+            start = lowered.find(name, end)
+    if not cuts:
+        return raw
+    defects.append(f"{len(cuts)} MIME header(s) longer than {MAX_MIME_HEADER} bytes cut short")
+    pieces, position = [], 0
+    for cut_from, cut_to in sorted(cuts):
+        pieces.append(raw[position:cut_from])
+        position = cut_to
+    pieces.append(raw[position:])
+    return b"".join(pieces)
 
-    plain: list[str] = []
-    html: list[str] = []
-    attachments: list[InboundAttachment] = []
-    skipped: list[SkippedAttachment] = []
-    _walk(msg, plain, html, attachments, skipped, defects, max_attachment_bytes)
 
-    html_text = "\n\n".join(h for h in html if h.strip()) or None
-    text = "\n\n".join(p for p in plain if p.strip())
-    if not text.strip() and html_text:
-        text = html_to_text(html_text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
-    if len(text) > max_text_chars:
-        defects.append(f"text cut to {max_text_chars} characters (was {len(text)})")
-        text = text[:max_text_chars]
+def _header_end(data: bytes, start: int) -> int:
+    position = start
+    while True:
+        newline = data.find(b"\n", position)
+        if newline == -1 or newline + 1 >= len(data) or data[newline + 1] not in (0x20, 0x09):
+            return len(data) if newline == -1 else newline
+        position = newline + 1
 
-    verdict = classify(msg, sender=sender.email if sender else None, subject=subject, return_path=return_path)
-    return InboundMail(
-        key=key,
-        message_id=message_id,
-        sender=sender,
-        subject=subject,
-        text=text,
-        to=_addresses(msg, "To"),
-        cc=_addresses(msg, "Cc"),
-        reply_to=_first_address(msg, "Reply-To"),
-        date=_date(msg, parsed),
-        in_reply_to=_MSGID.findall(_first(msg, "In-Reply-To")),
-        references=_MSGID.findall(" ".join(str(v) for v in (msg.get_all("References") or []))),
-        html=html_text,
-        attachments=attachments,
-        skipped_attachments=skipped,
-        language=detect_language(subject, text),
-        machine=verdict.kind,
-        machine_reason=verdict.reason,
-        bounced_message_ids=verdict.bounced_message_ids,
-        bounced_recipients=verdict.bounced_recipients,
-        return_path=return_path,
-        auth_results=[decode_header_text(v) for v in (msg.get_all("Authentication-Results") or [])],
-        defects=defects,
+
+def _boundary_work(lowered: bytes) -> int:
+    """How many boundary checks the standard parser may make, at most: boundaries x lines."""
+    if lowered.count(b"boundary") <= 50:
+        return 0
+    return len(_BOUNDARY_PARAM.findall(lowered)) * lowered.count(b"\n")
+
+
+# -- building the result ------------------------------------------------------------------
+
+def _header_fields(raw: bytes, headers: Headers, defects: list[str]) -> dict:
+    mid = message_id(headers.first("message-id"))
+    if mid is None and headers.first("message-id") is not None:
+        defects.append("Message-ID header holds no usable id")
+    return dict(
+        key=mid[1:-1] if mid else "sha256:" + hashlib.sha256(raw).hexdigest(),
+        message_id=mid,
+        sender=first_address(headers.all("from")),
+        subject=headers.text("subject"),
+        to=parse_addresses(headers.all("to")),
+        cc=parse_addresses(headers.all("cc")),
+        reply_to=first_address(headers.all("reply-to")),
+        date=parse_date(headers.first("date")),
+        in_reply_to=message_ids(headers.all("in-reply-to")),
+        references=message_ids(headers.all("references")),
+        return_path=parse_return_path(headers.all("return-path")),
+        auth_results=[unfold(v) for v in headers.all("authentication-results")],
         size=len(raw),
     )
 
 
-# -- body and attachments -----------------------------------------------------------------
-
-def _walk(msg: Message, plain, html, attachments, skipped, defects, max_attachment_bytes) -> None:
-    parts = 0
-    stack = [msg]
-    while stack:
-        part = stack.pop()
-        parts += 1
-        if parts > MAX_PARTS:
-            defects.append(f"more than {MAX_PARTS} MIME parts; the rest is ignored")
-            return
-        ctype = part.get_content_type()
-        if ctype == "message/rfc822":
-            # A forwarded mail is kept whole as an attachment, not read as our body.
-            _attach(part, _filename(part) or _inner_subject(part), attachments, skipped, max_attachment_bytes,
-                    len(attachments))
-            continue
-        if part.is_multipart():
-            payload = part.get_payload()
-            if isinstance(payload, list):
-                if ctype == "multipart/alternative":
-                    payload = _preferred_alternative(payload)
-                stack.extend(reversed(payload))
-            continue
-        filename = _filename(part)
-        disposition = (part.get_content_disposition() or "").lower()
-        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
-            body, note = _text_of(part)
-            if note:
-                defects.append(note)
-            (plain if ctype == "text/plain" else html).append(body)
-            continue
-        if ctype.startswith("text/") and ctype not in ("text/plain", "text/html") and not filename \
-                and disposition != "attachment":
-            continue  # report parts (rfc822-headers, delivery-status) are read by the bounce classifier
-        _attach(part, filename, attachments, skipped, max_attachment_bytes, len(attachments))
+def _build(raw: bytes, msg: Message, parsed, defects: list[str], max_attachment_bytes: int,
+           max_text_chars: int) -> InboundMail:
+    headers = Headers(msg)
+    fields = _header_fields(raw, headers, defects)
+    body = _Body(max_attachment_bytes, max_text_chars)
+    body.walk(msg)
+    defects += body.defects
+    defects += _mailparser_header_defects(parsed)
+    text = _cut(body.text(), max_text_chars, defects)
+    return _finish(msg, headers, fields, text, body.html(), body.attachments, body.skipped, defects)
 
 
-def _preferred_alternative(parts: list) -> list:
-    """Of alternatives, the plain text one (HTML kept only when there is no plain text)."""
-    plain = [p for p in parts if isinstance(p, Message) and p.get_content_type() == "text/plain"]
-    others = [p for p in parts if isinstance(p, Message) and p.get_content_type() != "text/html"
-              and p.get_content_type() != "text/plain"]
-    if plain:
-        # Keep the HTML too: it is stored for reference, the text comes from the plain part.
-        html = [p for p in parts if isinstance(p, Message) and p.get_content_type() == "text/html"]
-        return plain[:1] + html[:1] + others
-    return parts
+def _finish(msg, headers, fields, text, html, attachments, skipped, defects) -> InboundMail:
+    verdict = classify_machine(msg, headers, sender=fields["sender"], subject=fields["subject"],
+                               return_path=fields["return_path"], text=text)
+    return InboundMail(
+        **fields,
+        text=text,
+        html=html,
+        attachments=attachments,
+        skipped_attachments=skipped,
+        language=detect_language(fields["subject"], text),
+        machine=verdict.kind,
+        machine_reason=verdict.reason,
+        bounced_message_ids=verdict.bounced_message_ids,
+        bounced_recipients=verdict.bounced_recipients,
+        defects=list(dict.fromkeys(defects)),
+    )
 
 
-def _text_of(part: Message) -> tuple[str, str | None]:
+def _headers_and_raw_text(raw: bytes, defects: list[str], max_text_chars: int) -> InboundMail:
+    """The headers, and the body as text without taking its MIME parts apart."""
+    msg = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    headers = Headers(msg)
+    fields = _header_fields(raw, headers, defects)
+    payload = msg.get_payload()
+    data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+    charset = mime_header(msg, "content-type")[1].get("charset")
+    text = _NEWLINE.sub("\n", decode_bytes(data, charset)[0]).strip("\n")
+    return _finish(msg, headers, fields, _cut(text, max_text_chars, defects), None, [], [], defects)
+
+
+def _unreadable(raw: bytes, defects: list[str], max_text_chars: int) -> InboundMail:
+    key = "sha256:" + hashlib.sha256(raw).hexdigest()
     try:
-        data = part.get_payload(decode=True) or b""
+        head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+        text = decode_bytes(body or head, None)[0][:max_text_chars]
     except Exception:  # noqa: BLE001
-        payload = part.get_payload()
-        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
-    return decode_bytes(data, part.get_content_charset())
+        text = ""
+    return InboundMail(key=key, message_id=None, sender=None, subject="", text=text,
+                       defects=list(dict.fromkeys(defects)) or ["unreadable message"], size=len(raw))
 
 
-def _attach(part: Message, filename: str, attachments, skipped, max_bytes: int, index: int) -> None:
-    ctype = part.get_content_type()
-    try:
-        if ctype == "message/rfc822":
-            inner = part.get_payload()
-            inner = inner[0] if isinstance(inner, list) and inner else inner
-            data = inner.as_bytes() if isinstance(inner, Message) else (part.get_payload(decode=True) or b"")
-        else:
-            data = part.get_payload(decode=True) or b""
-    except Exception:  # noqa: BLE001
-        data = b""
-    name = _safe_name(filename) or f"attachment-{index + 1}{_EXTENSIONS.get(ctype, '.bin')}"
-    if ctype == "message/rfc822" and not name.lower().endswith(".eml"):
-        name += ".eml"
-    if len(data) > max_bytes:
-        skipped.append(SkippedAttachment(name, len(data), "too-large"))
-        return
-    attachments.append(InboundAttachment(name, ctype, data))
+def _cut(text: str, max_text_chars: int, defects: list[str]) -> str:
+    text = text.replace("\x00", "")
+    if len(text) > max_text_chars:
+        defects.append(f"text cut to {max_text_chars} characters (was {len(text)})")
+        text = text[:max_text_chars]
+    return text
 
 
-def _filename(part: Message) -> str:
-    name = None
-    try:
-        name = part.get_filename()  # RFC 2231 (incl. continuations) via the standard library
-    except Exception:  # noqa: BLE001
-        name = None
-    if name is None:
-        name = part.get_param("name")
-        if isinstance(name, tuple):  # an RFC 2231 triple
-            try:
-                from email.utils import collapse_rfc2231_value
-                name = collapse_rfc2231_value(name)
-            except Exception:  # noqa: BLE001
-                name = None
-    return decode_header_text(name) if name else ""
+def _mailparser_header_defects(parsed) -> list[str]:
+    """mail-parser's findings on address, date and Received headers.
 
-
-def _inner_subject(part: Message) -> str:
-    inner = part.get_payload()
-    inner = inner[0] if isinstance(inner, list) and inner else inner
-    if isinstance(inner, Message):
-        return decode_header_text(inner.get("Subject", "")) or "message"
-    return "message"
-
-
-def _safe_name(name: str) -> str:
-    name = _UNSAFE_NAME.sub("_", name).strip(" ._")
-    return name[:200]
-
-
-# -- headers -----------------------------------------------------------------------------
-
-def _raw_values(msg: Message, name: str) -> list[str]:
-    # raw_items() keeps raw 8-bit header bytes (as surrogates) that get() would
-    # already have replaced; decode_header_text() reads them as UTF-8 or GB18030.
-    name = name.lower()
-    try:
-        return [str(v) for k, v in msg.raw_items() if k.lower() == name]
-    except Exception:  # noqa: BLE001
-        return [str(v) for v in (msg.get_all(name) or [])]
-
-
-def _first(msg: Message, name: str) -> str:
-    values = _raw_values(msg, name)
-    return values[0] if values else ""
-
-
-def _addresses(msg: Message, name: str) -> list[Address]:
-    values = _raw_values(msg, name)
-    found: list[Address] = []
-    try:
-        pairs = getaddresses([str(v) for v in values])
-    except Exception:  # noqa: BLE001
-        return found
-    for display, email in pairs:
-        email = decode_header_text(email).strip().strip("<>").lower()
-        if "@" not in email:
-            continue
-        found.append(Address(email, decode_header_text(display)))
-    return found
-
-
-def _first_address(msg: Message, name: str) -> Address | None:
-    found = _addresses(msg, name)
-    return found[0] if found else None
-
-
-def _date(msg: Message, parsed) -> datetime | None:
-    value = msg.get("Date")
-    if value:
-        try:
-            when = parsedate_to_datetime(str(value))
-            return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        except (TypeError, ValueError, IndexError):
-            pass
-    return None
-
-
-def _mailparser_defects(parsed) -> list[str]:
+    Its per-part entries repeat the standard library's defects (reported from
+    the parts themselves) or its own charset trouble, which our decoding replaces.
+    """
     notes: list[str] = []
     for entry in getattr(parsed, "defects", None) or []:
-        if isinstance(entry, dict):
-            for part, items in entry.items():
-                for item in items:
-                    if "CharsetDecodeDefect" in item:
-                        continue  # our own decoding replaces mail-parser's
-                    notes.append(f"{part}: {item}")
+        if not isinstance(entry, dict):
+            continue
+        for where, items in entry.items():
+            if "/" in str(where):
+                continue
+            notes += [str(item)[:300] for item in items or []]
     return notes
+
+
+# -- body and attachments -----------------------------------------------------------------
+
+class _Body:
+    """Walks the MIME tree once: text and HTML parts, attachments, defects."""
+
+    def __init__(self, max_attachment_bytes: int, max_text_chars: int) -> None:
+        self.max_attachment_bytes = max_attachment_bytes
+        self.max_html_chars = max(MIN_HTML_CHARS, max_text_chars * 10)
+        self.plain: list[str] = []
+        self.html_parts: list[str] = []
+        self.attachments: list[InboundAttachment] = []
+        self.skipped: list[SkippedAttachment] = []
+        self.defects: list[str] = []
+
+    def walk(self, root: Message) -> None:
+        stack = [root]
+        seen = 0
+        while stack:
+            part = stack.pop()
+            seen += 1
+            if seen > MAX_PARTS:
+                self.defects.append(f"more than {MAX_PARTS} MIME parts; the rest is ignored")
+                return
+            content_type = part.get_content_type()
+            self._note_defects(part, content_type)
+            payload = part.get_payload()
+            if content_type.startswith("message/"):
+                self._message_part(part, content_type)
+            elif isinstance(payload, list):
+                stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+            elif content_type.startswith("multipart/"):
+                recovered = _recover_multipart(payload) if part is root else None
+                if recovered is not None:
+                    stack.append(recovered)
+                else:
+                    self._text_part(part, "text/plain", {})  # no parts found: its text is the body
+            else:
+                self._leaf(part, content_type, part is root)
+
+    def _leaf(self, part: Message, content_type: str, is_root: bool) -> None:
+        disposition, disposition_params = mime_header(part, "content-disposition")
+        params = mime_header(part, "content-type")[1]
+        filename = _filename(disposition_params, params)
+        if content_type in ("text/plain", "text/html") and disposition != "attachment" \
+                and (not filename or is_root):
+            self._text_part(part, content_type, params)
+        elif content_type in _REPORT_PARTS and not filename:
+            return
+        else:
+            self._attach(filename, content_type, _payload_bytes(part))
+
+    def _message_part(self, part: Message, content_type: str) -> None:
+        filename = _filename(mime_header(part, "content-disposition")[1], mime_header(part, "content-type")[1])
+        if content_type in _RETURNED_MAIL:
+            inner = part.get_payload()
+            inner = inner[0] if isinstance(inner, list) and inner else inner
+            if isinstance(inner, Message):
+                subject = Headers(inner).text("subject")
+                self._attach(filename or f"{subject or 'message'}.eml", content_type, _message_bytes(inner))
+                return
+        if content_type in _REPORT_PARTS and not filename:
+            return
+        self._attach(filename, content_type, _payload_bytes(part))
+
+    def _text_part(self, part: Message, content_type: str, params: dict[str, str]) -> None:
+        text, note = decode_bytes(_payload_bytes(part), params.get("charset"))
+        if note:
+            self.defects.append(f"{content_type} part: {note}")
+        if content_type == "text/html":
+            self.html_parts.append(text)
+            return
+        text = _NEWLINE.sub("\n", text)
+        if params.get("format", "").lower() == "flowed":
+            text = _unflow(text, params.get("delsp", "").lower() == "yes")
+        self.plain.append(text)
+
+    def _attach(self, filename: str, content_type: str, data: bytes) -> None:
+        number = len(self.attachments) + len(self.skipped) + 1
+        name = safe_filename(filename, f"attachment-{number}{_EXTENSIONS.get(content_type, '.bin')}")
+        if content_type in _RETURNED_MAIL and not name.lower().endswith(".eml"):
+            name = safe_filename(name[:MAX_FILENAME - 4] + ".eml", name)
+        if len(data) > self.max_attachment_bytes:
+            # "too-large" is rendered by templates/*/skipped_attachment.txt in the reader's language.
+            self.skipped.append(SkippedAttachment(name, len(data), "too-large"))
+        else:
+            self.attachments.append(InboundAttachment(name, content_type, data))
+
+    def _note_defects(self, part: Message, content_type: str) -> None:
+        for defect in getattr(part, "defects", None) or []:
+            doc = (type(defect).__doc__ or "").strip().splitlines()
+            detail = str(defect) or (doc[0] if doc else "")
+            self.defects.append(f"{content_type} part: {detail.rstrip('.')} ({type(defect).__name__})")
+
+    def text(self) -> str:
+        text = "\n\n".join(t.strip("\n") for t in self.plain if t.strip())
+        if not text and self.html_parts:
+            html = "\n".join(self.html_parts)
+            if len(html) > self.max_html_chars:
+                self.defects.append(f"HTML of {len(html)} characters: only the first {self.max_html_chars} "
+                                    f"turned into text")
+                html = html[:self.max_html_chars]
+            text = html_to_text(html)
+        return text
+
+    def html(self) -> str | None:
+        html = "\n".join(h for h in self.html_parts if h.strip())
+        return html or None
+
+
+def _recover_multipart(payload: str) -> Message | None:
+    """A multipart whose declared boundary never occurs, re-read with the one it uses."""
+    if not isinstance(payload, str):
+        return None
+    first = payload.lstrip("\r\n").split("\n", 1)[0].strip()
+    if not first.startswith("--") or len(first) < 3 or len(first) > 72:
+        return None
+    boundary = first[2:]
+    head = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'
+    recovered = BytesParser(policy=compat32).parsebytes(
+        (head + payload).encode("utf-8", "surrogateescape"))
+    return recovered if recovered.is_multipart() else None
+
+
+def _payload_bytes(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - undecodable transfer encoding: keep the raw bytes
+        data = None
+    if isinstance(data, bytes):
+        return data
+    payload = part.get_payload()
+    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+
+
+def _message_bytes(inner: Message) -> bytes:
+    try:
+        return inner.as_bytes(policy=compat32.clone(mangle_from_=False))
+    except Exception:  # noqa: BLE001
+        try:
+            return inner.as_string().encode("utf-8", "surrogateescape")
+        except Exception:  # noqa: BLE001
+            return b""
+
+
+def _unflow(text: str, delsp: bool) -> str:
+    """RFC 3676 format=flowed: soft line breaks (a trailing space) joined again."""
+    out: list[str] = []
+    pending: list[str] = []
+    pending_depth = 0
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:]
+        if content.startswith(" "):
+            content = content[1:]  # space-stuffing
+        if pending and depth != pending_depth:
+            out.append(_quoted(pending_depth, "".join(pending)))
+            pending = []
+        if content.endswith(" ") and content != "-- ":
+            pending.append(content[:-1] if delsp else content)
+            pending_depth = depth
+            continue
+        pending.append(content)
+        out.append(_quoted(depth, "".join(pending)))
+        pending = []
+    if pending:
+        out.append(_quoted(pending_depth, "".join(pending)))
+    return "\n".join(out)
+
+
+def _quoted(depth: int, text: str) -> str:
+    return ">" * depth + " " + text if depth else text
+
+
+# -- file names -----------------------------------------------------------------------------
+
+def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -> str:
+    name = disposition_params.get("filename") or type_params.get("name") or ""
+    return header_text(name) if name else ""
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """A name safe to show and to store under: no path separators or control characters,
+    at most 200 characters (the extension kept), never empty or hidden."""
+    name = " ".join(_UNSAFE_NAME.sub("_", name).split()).strip(" ._")
+    if len(name) > MAX_FILENAME:
+        stem, dot, extension = name.rpartition(".")
+        if dot and 0 < len(extension) <= 16:
+            name = stem[:MAX_FILENAME - len(extension) - 1].rstrip(" ._") + "." + extension
+        else:
+            name = name[:MAX_FILENAME].rstrip(" ._")
+    return name or fallback

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from maildesk.model import Address, Event, Message, OutboundMail, StoredAttachment, Ticket
+from maildesk.model import (Address, Event, Message, OutboundMail, PlanItem, StaffRecord, StoredAttachment,
+                            Ticket)
 
 
 def dt_out(value: datetime | None) -> str | None:
@@ -30,6 +31,10 @@ def ticket_to_doc(t: Ticket) -> dict:
         "assignee": t.assignee,
         "rating": t.rating,
         "priority": t.priority,
+        "rating_comment": t.rating_comment,
+        "summary": t.summary,
+        "lessons": t.lessons,
+        "linked_to": t.linked_to,
         "message_ids": list(t.message_ids),
         "messages": [message_to_doc(m) for m in t.messages],
         "events": [event_to_doc(e) for e in t.events],
@@ -50,6 +55,10 @@ def ticket_from_doc(d: dict) -> Ticket:
         assignee=d.get("assignee"),
         rating=d.get("rating"),
         priority=d.get("priority", "normal"),
+        rating_comment=d.get("rating_comment", ""),
+        summary=d.get("summary", ""),
+        lessons=d.get("lessons", ""),
+        linked_to=d.get("linked_to"),
         message_ids=list(d.get("message_ids", [])),
         messages=[message_from_doc(m) for m in d.get("messages", [])],
         events=[event_from_doc(e) for e in d.get("events", [])],
@@ -149,3 +158,21 @@ def outbound_from_doc(d: dict) -> OutboundMail:
         last_error=d.get("last_error", ""),
         sent_at=dt_in(d.get("sent_at")),
     )
+
+
+def plan_to_doc(p: PlanItem) -> dict:
+    return {"at": dt_out(p.at), "author": p.author, "text": p.text, "ticket": p.ticket}
+
+
+def plan_from_doc(d: dict) -> PlanItem:
+    return PlanItem(at=dt_in(d["at"]), author=d["author"], text=d["text"], ticket=d.get("ticket"))
+
+
+def record_to_doc(r: StaffRecord) -> dict:
+    return {"at": dt_out(r.at), "author": r.author, "kind": r.kind, "technician": r.technician,
+            "reason": r.reason, "ticket": r.ticket}
+
+
+def record_from_doc(d: dict) -> StaffRecord:
+    return StaffRecord(at=dt_in(d["at"]), author=d["author"], kind=d["kind"], technician=d["technician"],
+                       reason=d["reason"], ticket=d.get("ticket"))

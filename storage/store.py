@@ -19,10 +19,10 @@ from pathlib import Path
 
 from tinydb.table import Document
 
-from maildesk.model import OutboundMail, Ticket
+from maildesk.model import OutboundMail, PlanItem, StaffRecord, Ticket
 from maildesk.storage.attachments import AttachmentStore
-from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, ticket_from_doc,
-                                    ticket_to_doc)
+from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, plan_from_doc,
+                                    plan_to_doc, record_from_doc, record_to_doc, ticket_from_doc, ticket_to_doc)
 from maildesk.storage.journal import JournalStorage, StoreError, open_database
 from maildesk.storage.lock import StoreLock
 
@@ -64,6 +64,8 @@ class TicketStore:
         self._attempts = self.db.table("attempts")
         self._acks = self.db.table("acks")
         self._meta = self.db.table("meta")
+        self._plans = self.db.table("plans")
+        self._records = self.db.table("staff_records")
         self.attachments = AttachmentStore(self.path.with_name(self.path.stem + ".attachments"))
         self._build_indexes()
 
@@ -86,7 +88,8 @@ class TicketStore:
     def rollback(self) -> None:
         self._storage.rollback()
         self.db.clear_cache()
-        for table in (self._tickets, self._outbox, self._processed, self._attempts, self._acks, self._meta):
+        for table in (self._tickets, self._outbox, self._processed, self._attempts, self._acks, self._meta,
+                      self._plans, self._records):
             table.clear_cache()
             table._next_id = None  # recomputed from what is really there
         self._build_indexes()
@@ -146,6 +149,24 @@ class TicketStore:
 
     def ticket_count(self) -> int:
         return len(self._raw("tickets"))
+
+    def open_tickets(self) -> Iterator[Ticket]:
+        for doc in list(self._raw("tickets").values()):
+            if doc["stage"] != "closed":
+                yield ticket_from_doc(doc)
+
+    # -- supervisor's plan items and staff records -------------------------------------
+    def add_plan(self, item: PlanItem) -> None:
+        self._plans.insert(plan_to_doc(item))
+
+    def plans(self) -> list[PlanItem]:
+        return [plan_from_doc(d) for d in self._raw("plans").values()]
+
+    def add_staff_record(self, record: StaffRecord) -> None:
+        self._records.insert(record_to_doc(record))
+
+    def staff_records(self) -> list[StaffRecord]:
+        return [record_from_doc(d) for d in self._raw("staff_records").values()]
 
     # -- processed mail ------------------------------------------------------------------
     def processed(self, key: str) -> ProcessedRecord | None:

@@ -20,8 +20,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def desk_config(tmp_path, dovecot, mailbox, smtp_sink):
+    # Seeded tickets are days old: SLA alerts are tested elsewhere, not here.
     return write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
-                        imap_password=mailbox.password, smtp_port=smtp_sink.port)
+                        imap_password=mailbox.password, smtp_port=smtp_sink.port,
+                        extra="[sla]\nfirst_response_hours = 100000\nresolution_hours = 100000\n")
 
 
 def run_once(config):
@@ -93,6 +95,7 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
     t17 = show("TS-000017")
     assert any("It works again after the restart" in m["text"] for m in t17["messages"])
     t21 = show("TS-000021")
+    assert (t21["stage"], t21["assignee"]) == ("proposed", "alice@example.com")
     texts = [m["text"] for m in t21["messages"]]
     assert any("把邮箱配额从 2GB 调到 10GB" in t for t in texts)  # technician (Outlook)
     assert any("客户已确认，今晚十点操作" in t for t in texts)  # technician (QQ, full-width)
@@ -103,9 +106,17 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
 
     # Acknowledgements: one per new ticket, none for machines, in the customer's language.
     # An ack and a team notification per new ticket, a notification per customer follow-up
-    # (corpus 05 and 08); run_once returns only after the server's 250s.
+    # (corpus 05 and 08), Alice's proposal relayed to the customer (06), and an error to Bob,
+    # who has no NDA on record (07); run_once returns only after the server's 250s.
     sent = smtp_sink.messages()
-    assert len(sent) == 2 * len(new) + 2
+    assert len(sent) == 2 * len(new) + 2 + 2
+    proposal = next(m for m in sent if m.message["Message-ID"].startswith("<proposal.TS-000021"))
+    assert proposal.rcpt_tos == ["liuyang@customer.example"]
+    assert "把邮箱配额从 2GB 调到 10GB" in proposal.message.get_content()
+    assert "alice@example.com" not in proposal.data.decode("utf-8", "replace")
+    error = next(m for m in sent if m.rcpt_tos == ["bob@example.com"])
+    assert "no signed NDA" in error.message.get_content()
+    sent = [m for m in sent if m not in (proposal, error)]
     ack_to = sorted(m.rcpt_tos[0] for m in sent if m.message["Auto-Submitted"] == "auto-replied")
     assert ack_to == sorted(t["customer"] for t in new.values())
     for m in sent:

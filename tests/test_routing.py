@@ -8,13 +8,16 @@ import pytest
 
 from maildesk.model import Address, InboundAttachment, InboundMail, OutboundMail, SkippedAttachment, Ticket
 from maildesk.templates import Renderer
-from maildesk.workflow.intake import DeskContext, handle
+from maildesk.workflow.apply import handle
+from maildesk.workflow.intake import DeskContext
 from maildesk.workflow.route import Directory, route_mail
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
 DIRECTORY = Directory(support_address="support@example.com", prefix="TS",
                       technicians=frozenset({"alice@example.com", "bob@example.com"}),
-                      supervisor="lead@example.com", leadership=frozenset({"boss@example.com"}))
+                      supervisor="lead@example.com", leadership=frozenset({"boss@example.com"}),
+                      nda_signed=frozenset({"alice@example.com"}),
+                      names=(("alice@example.com", "Alice Wang"), ("bob@example.com", "Bob Li")))
 
 
 class FakeLookup:
@@ -117,7 +120,8 @@ def test_new_ticket_acknowledges_customer_and_notifies_team():
     assert ack.subject == "[TS-000042] Cannot print"
     assert ack.in_reply_to == "<c1@customer.example>" and ack.auto_submitted == "auto-replied"
     assert "TS-000042" in ack.text and "TS-000017" not in ack.text
-    assert notify.recipients == ["lead@example.com", "alice@example.com", "bob@example.com"]
+    # Bob has no NDA on record: customer text never reaches him.
+    assert notify.recipients == ["lead@example.com", "alice@example.com"]
     assert "Printer broken." in notify.text
     # Replies to either mail find the ticket again.
     assert {ack.message_id, notify.message_id, "<c1@customer.example>"} <= set(t.message_ids)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from maildesk.model import (Address, Event, InboundMail, Message, OutboundMail, StoredAttachment,
-                            Ticket)
+from maildesk.model import (Address, Event, InboundMail, Message, OutboundMail, PlanItem, StaffRecord,
+                            StoredAttachment, Ticket)
+from maildesk.parsers.commands import Vocabulary
 from maildesk.parsers.subject import clean_subject, tagged_subject
 from maildesk.templates import Renderer
 from maildesk.workflow.route import Directory, Route
@@ -30,6 +31,8 @@ class DeskContext:
     staff_language: str = "zh"
     max_attachment_bytes: int = 15 * 2**20
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    vocabulary: Vocabulary = field(default_factory=Vocabulary.build)
+    reopen_days: float = 14
 
     def message_id(self, kind: str, tag: str | None) -> str:
         label = f"{kind}.{tag}" if tag else kind
@@ -45,39 +48,21 @@ class Effects:
     blobs: list[bytes] = field(default_factory=list)
     acked_sender: str | None = None
     reason: str = ""
-
-
-def handle(mail: InboundMail, route: Route, ctx: DeskContext, *, number: int | None = None,
-           tag: str | None = None, acks_last_hour: int = 0) -> Effects:
-    """Dispatch on the route; ``number``/``tag`` are pre-allocated for a new ticket."""
-    if route.kind == "new":
-        if number is None or tag is None:
-            raise ValueError("a new ticket needs a pre-allocated number and tag")
-        return open_ticket(mail, number, tag, ctx, acks_last_hour=acks_last_hour, note=route.reason)
-    if route.kind == "follow-up":
-        return add_follow_up(mail, route.ticket, ctx)
-    if route.kind == "staff-reply":
-        return add_staff_reply(mail, route.ticket, route.role, ctx)
-    if route.kind == "machine":
-        return record_machine_mail(mail, route, ctx)
-    if route.kind == "bounce":
-        return record_bounce(mail, route, ctx)
-    if route.kind == "own":
-        return Effects("ignored", reason=route.reason)
-    return Effects("quarantined", reason=route.reason)
+    plans: list[PlanItem] = field(default_factory=list)
+    records: list[StaffRecord] = field(default_factory=list)
 
 
 # -- customer mail ----------------------------------------------------------------------
 
 def open_ticket(mail: InboundMail, number: int, tag: str, ctx: DeskContext, *,
-                acks_last_hour: int = 0, note: str = "") -> Effects:
+                acks_last_hour: int = 0, note: str = "", linked_to: str | None = None) -> Effects:
     sender = mail.sender
     subject = clean_subject(mail.subject, ctx.directory.prefix) or _untitled(ctx, mail.language)
     inbound, blobs = _inbound_message(mail, ctx, kind="customer")
     ticket = Ticket(
         number=number, tag=tag, subject=subject, customer=sender.email, customer_name=sender.name,
         stage="received", language=mail.language, created_at=ctx.now, updated_at=ctx.now,
-        message_ids=[m for m in [mail.message_id] if m], messages=[inbound],
+        message_ids=[m for m in [mail.message_id] if m], messages=[inbound], linked_to=linked_to,
         events=[Event(at=ctx.now, actor=sender.email, kind="created", from_stage=None, to_stage="received",
                       detail=note)],
     )
@@ -97,33 +82,6 @@ def open_ticket(mail: InboundMail, number: int, tag: str, ctx: DeskContext, *,
     effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new"))
     _record_outbound(ticket, effects.outbound)
     return effects
-
-
-def add_follow_up(mail: InboundMail, ticket: Ticket, ctx: DeskContext) -> Effects:
-    ticket = _copy(ticket)
-    inbound, blobs = _inbound_message(mail, ctx, kind="customer")
-    ticket.messages.append(inbound)
-    _remember_ids(ticket, mail)
-    ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="customer-reply",
-                               from_stage=ticket.stage, to_stage=ticket.stage))
-    ticket.updated_at = ctx.now
-    effects = Effects("follow-up", ticket=ticket, blobs=blobs)
-    effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_followup"))
-    _record_outbound(ticket, effects.outbound)
-    return effects
-
-
-def add_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskContext) -> Effects:
-    # Kept as an internal note: what staff write reaches a customer only
-    # through the workflow's relay, never by the raw reply itself.
-    ticket = _copy(ticket)
-    inbound, blobs = _inbound_message(mail, ctx, kind="staff", internal=True)
-    ticket.messages.append(inbound)
-    _remember_ids(ticket, mail)
-    ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="staff-reply",
-                               from_stage=ticket.stage, to_stage=ticket.stage, detail=role))
-    ticket.updated_at = ctx.now
-    return Effects("staff-reply", ticket=ticket, blobs=blobs)
 
 
 # -- machine mail ------------------------------------------------------------------------
@@ -233,7 +191,8 @@ def _staff_recipients(ticket: Ticket, ctx: DeskContext, *, exclude: str) -> list
     if ticket.assignee:
         found = [ticket.assignee]
     elif ctx.notify_unassigned == "team":
-        found = ([d.supervisor] if d.supervisor else []) + sorted(d.technicians)
+        # Customer text goes only to technicians who signed the NDA.
+        found = ([d.supervisor] if d.supervisor else []) + sorted(d.nda_signed)
     elif ctx.notify_unassigned == "supervisor" and d.supervisor:
         found = [d.supervisor]
     else:

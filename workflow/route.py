@@ -34,6 +34,22 @@ class Directory:
     technicians: frozenset[str]
     supervisor: str | None
     leadership: frozenset[str]
+    # Technicians who signed the NDA: only they may handle customer tickets.
+    nda_signed: frozenset[str] = frozenset()
+    names: tuple[tuple[str, str], ...] = ()  # (address, name) of every technician
+
+    def name_of(self, address: str) -> str:
+        return dict(self.names).get(address, address)
+
+    def find_technician(self, who: str) -> str | None:
+        """An address from an address or a (case-insensitive) name."""
+        who = who.strip().strip("<>").lower()
+        if who in self.technicians:
+            return who
+        for address, name in self.names:
+            if name.lower() == who:
+                return address
+        return None
 
     def role_of(self, address: str) -> str:
         if address == self.support_address:
@@ -56,13 +72,15 @@ class Directory:
 
 @dataclass(frozen=True)
 class Route:
-    # new | follow-up | staff-reply | machine | bounce | own | quarantine
+    # new | follow-up | staff-reply | directive | machine | bounce | own | quarantine
     kind: str
     role: str
     ticket: Ticket | None = None
     reason: str = ""
     # For bounces: the outbox entries that came back.
     bounced: tuple[OutboundMail, ...] = ()
+    # For a new ticket that continues a closed one (written to after the reopen window).
+    linked_to: str | None = None
 
 
 def route_mail(mail: InboundMail, lookup: TicketLookup, directory: Directory) -> Route:

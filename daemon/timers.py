@@ -1,0 +1,48 @@
+"""The timer runner: feedback reminders, "no rating" marks and SLA alerts.
+
+Every due timer is remembered as an event on its ticket in the same commit
+as the mail it queues, so a restart, a clock jump or days of downtime never
+send a reminder or an alert twice: the question asked is "is there a due
+timer without its event?", not "has an interval passed in memory?".
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from maildesk.daemon.config import Config
+from maildesk.daemon.intake import apply_effects, context_for
+from maildesk.storage.store import TicketStore
+from maildesk.templates import Renderer
+from maildesk.workflow.procedure import Timers, due_timers
+
+log = logging.getLogger("maildesk.timers")
+
+
+class TimerRunner:
+    def __init__(self, config: Config, store: TicketStore, renderer: Renderer,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+        self.clock = clock
+        p = config.procedure
+        self.timers = Timers(reminder_days=p.reminder_days, no_rating_days=p.no_rating_days,
+                             first_response_hours=p.first_response_hours, resolution_hours=p.resolution_hours)
+
+    def run_due(self) -> int:
+        """Apply every due timer; returns how many tickets changed."""
+        now = self.clock()
+        ctx = context_for(self.config, self.renderer, now)
+        changed = 0
+        for ticket in self.store.open_tickets():
+            effects = due_timers(ticket, ctx, self.timers)
+            if effects is None:
+                continue
+            apply_effects(self.store, effects, now)
+            changed += 1
+            log.info("%s: %s", ticket.tag, ", ".join(e.kind for e in effects.ticket.events[len(ticket.events):]))
+        if changed:
+            self.store.commit()
+        return changed

@@ -1,0 +1,195 @@
+"""Header values as the helpdesk needs them: decoded, one line, typed.
+
+Values are read raw (``Message.raw_items``) rather than through
+``Message.get``: for a header holding raw 8-bit bytes the standard library
+hands out a ``Header`` object whose text has the bytes replaced, and its
+parameter helpers (``get_param``, ``get_filename``) re-parse the header on
+every call in quadratic time.  Everything here is linear in the value.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+from urllib.parse import unquote_to_bytes
+
+from maildesk.model import Address
+from maildesk.parsers.charset import decode_8bit, decode_bytes, decode_encoded_words
+
+# Longest Message-ID we accept (RFC 5322 line limit); longer ones are junk, not identity.
+MAX_ID_LENGTH = 998
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+_SPACES = re.compile(r" {2,}")
+_LINE_BREAK = re.compile(r"\r?\n|\r")
+_BRACKETED = re.compile(r"<([^<>]*)>")
+
+
+class Headers:
+    """Raw header values by lower-case name, in message order."""
+
+    def __init__(self, msg: Message) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in msg.raw_items():
+            self._values.setdefault(str(name).strip().lower(), []).append(str(value))
+
+    def all(self, name: str) -> list[str]:
+        return self._values.get(name.lower(), [])
+
+    def first(self, name: str) -> str | None:
+        values = self._values.get(name.lower())
+        return values[0] if values else None
+
+    def text(self, name: str) -> str:
+        """The first value of ``name`` as one decoded line ("" when absent)."""
+        value = self.first(name)
+        return header_text(value) if value is not None else ""
+
+
+def header_text(value: str) -> str:
+    """One line of text: raw 8-bit and RFC 2047 decoded, control characters made spaces."""
+    text = decode_encoded_words(decode_8bit(value))
+    text = _CONTROL.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def unfold(value: str) -> str:
+    """RFC 5322 unfolding: the line breaks go, the whitespace after them stays."""
+    return _LINE_BREAK.sub("", decode_8bit(value)).strip()
+
+
+# -- addresses ----------------------------------------------------------------------------
+
+def parse_addresses(values: list[str]) -> list[Address]:
+    if not values:
+        return []
+    texts = [_CONTROL.sub(" ", decode_8bit(v)) for v in values]
+    found = _to_addresses(getaddresses(texts))
+    if not found and any("=?" in t for t in texts):
+        # Some senders encode the whole "name <address>" as one encoded word.
+        found = _to_addresses(getaddresses([_CONTROL.sub(" ", decode_encoded_words(t)) for t in texts]))
+    return found
+
+
+def first_address(values: list[str]) -> Address | None:
+    found = parse_addresses(values)
+    return found[0] if found else None
+
+
+def _to_addresses(pairs: list[tuple[str, str]]) -> list[Address]:
+    found = []
+    for name, email in pairs:
+        email = email.strip().strip("<>").lower()
+        if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
+            continue
+        found.append(Address(email, header_text(name)))
+    return found
+
+
+def parse_return_path(values: list[str]) -> str | None:
+    """The bare Return-Path address; "" for the null sender ``<>``; None when absent."""
+    if not values:
+        return None
+    text = "".join(header_text(values[0]).split())
+    if text.startswith("<"):
+        end = text.find(">")
+        text = text[1:end] if end != -1 else text[1:]
+    return text.lower()
+
+
+# -- message ids --------------------------------------------------------------------------
+
+def message_ids(values: list[str]) -> list[str]:
+    """``<...>`` ids in header order, whitespace removed, without repeats."""
+    ids: list[str] = []
+    for value in values:
+        text = decode_8bit(value)
+        found = ["".join(inner.split()) for inner in _BRACKETED.findall(text)]
+        if not any(found):
+            # Broken clients write the id without brackets.
+            found = [token.strip("<>,;") for token in text.split() if "@" in token and token[0] != "("]
+        ids.extend(f"<{i}>" for i in found if i and len(i) <= MAX_ID_LENGTH)
+    return list(dict.fromkeys(ids))
+
+
+def message_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    ids = message_ids([value])
+    return ids[0] if ids else None
+
+
+# -- dates --------------------------------------------------------------------------------
+
+def parse_date(value: str | None) -> datetime | None:
+    """An aware datetime; a date without zone (or "-0000") is taken as UTC."""
+    if value is None:
+        return None
+    text = header_text(value)
+    if not text or len(text) > 200:
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except Exception:  # noqa: BLE001 - TypeError/ValueError/OverflowError on junk dates
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+# -- MIME parameters ----------------------------------------------------------------------
+
+_PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:\\.|[^"\\])*"?|[^;]*)', re.S)
+_SECTION = re.compile(r"^(.+?)\*(\d{1,3})?(\*)?$")
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def split_params(value: str) -> tuple[str, dict[str, str]]:
+    """A MIME header's main value (lower case) and its parameters, RFC 2231 resolved.
+
+    ``filename*=utf-8''%E7%BD%91.pdf`` and continuations (``name*0*=``,
+    ``name*1*=``) are decoded with the charset rules of ``parsers.charset``;
+    an extended parameter wins over a plain one of the same name.
+    """
+    value = decode_8bit(value)
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    sections: dict[str, dict[int, tuple[bool, str]]] = {}
+    for match in _PARAM.finditer(";" + rest):
+        name, raw = match.group(1).lower(), match.group(2).strip()
+        if raw.startswith('"'):
+            raw = _ESCAPE.sub(r"\1", raw[1:-1] if len(raw) > 1 and raw.endswith('"') else raw[1:])
+        extended = _SECTION.match(name)
+        if extended and "*" in name:
+            base, index, star = extended.groups()
+            number = int(index) if index is not None else 0
+            encoded = star is not None or index is None
+            sections.setdefault(base, {}).setdefault(number, (encoded, raw))
+        else:
+            params.setdefault(name, raw)
+    for base, parts in sections.items():
+        params[base] = _join_sections(parts)
+    return main.strip().lower(), params
+
+
+def _join_sections(parts: dict[int, tuple[bool, str]]) -> str:
+    charset = None
+    data = bytearray()
+    order = sorted(parts)
+    for number in order:
+        encoded, raw = parts[number]
+        if encoded:
+            if number == order[0] and raw.count("'") >= 2:
+                charset, _, raw = raw.split("'", 2)
+            data += unquote_to_bytes(raw)
+        else:
+            data += raw.encode("utf-8", "surrogateescape")
+    return decode_bytes(bytes(data), charset or None)[0]
+
+
+def mime_header(msg: Message, name: str) -> tuple[str, dict[str, str]]:
+    """``split_params`` of the part's own header ``name`` ("" and {} when absent)."""
+    name = name.lower()
+    for key, value in msg.raw_items():
+        if str(key).lower() == name:
+            return split_params(str(value))
+    return "", {}

@@ -1,0 +1,53 @@
+"""One entry point from a routed mail to its ``Effects``.  Pure.
+
+``decide`` refines the plain route with the procedure's rules (a closed
+ticket written to too late opens a new, linked ticket; staff commands in a
+mail that belongs to no ticket are directives or errors, never tickets);
+``handle`` dispatches to the step that owns the case.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from maildesk.model import InboundMail
+from maildesk.workflow.intake import (DeskContext, Effects, open_ticket, record_bounce, record_machine_mail)
+from maildesk.workflow.procedure import (apply_customer_reply, apply_staff_reply, has_commands,
+                                         reject_without_ticket)
+from maildesk.workflow.route import Route, TicketLookup, route_mail
+
+STAFF_ROLES = ("technician", "supervisor", "leadership")
+
+
+def decide(mail: InboundMail, lookup: TicketLookup, ctx: DeskContext) -> Route:
+    route = route_mail(mail, lookup, ctx.directory)
+    if route.kind == "follow-up" and route.ticket.stage == "closed":
+        closed = next((e.at for e in reversed(route.ticket.events) if e.to_stage == "closed"), None)
+        if closed is None or ctx.now - closed > timedelta(days=ctx.reopen_days):
+            return Route("new", route.role, reason=f"continues closed ticket {route.ticket.tag}",
+                         linked_to=route.ticket.tag)
+    if route.kind == "new" and route.role in STAFF_ROLES and has_commands(mail, ctx):
+        return Route("directive", route.role)
+    return route
+
+
+def handle(mail: InboundMail, route: Route, ctx: DeskContext, *, number: int | None = None,
+           tag: str | None = None, acks_last_hour: int = 0) -> Effects:
+    """Dispatch on the route; ``number``/``tag`` are pre-allocated for a new ticket."""
+    if route.kind == "new":
+        if number is None or tag is None:
+            raise ValueError("a new ticket needs a pre-allocated number and tag")
+        return open_ticket(mail, number, tag, ctx, acks_last_hour=acks_last_hour, note=route.reason,
+                           linked_to=route.linked_to)
+    if route.kind == "follow-up":
+        return apply_customer_reply(mail, route.ticket, ctx)
+    if route.kind == "staff-reply":
+        return apply_staff_reply(mail, route.ticket, route.role, ctx)
+    if route.kind == "directive":
+        return reject_without_ticket(mail, route.role, ctx)
+    if route.kind == "machine":
+        return record_machine_mail(mail, route, ctx)
+    if route.kind == "bounce":
+        return record_bounce(mail, route, ctx)
+    if route.kind == "own":
+        return Effects("ignored", reason=route.reason)
+    return Effects("quarantined", reason=route.reason)
