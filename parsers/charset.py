@@ -109,7 +109,7 @@ def _mostly_utf8(data: bytes) -> bool:
     text = data.decode("utf-8", "replace")
     bad = text.count("\ufffd")
     good = len(_NON_ASCII.findall(text)) - bad
-    return good >= 2 and bad * 20 <= good
+    return good >= 2 and bad * 3 <= good
 
 
 def _reads_as_chinese(data: bytes) -> bool:

@@ -1,8 +1,11 @@
 """HTML mail as readable plain text, with the standard library's parser.
 
-Scripts, styles, the head and comments disappear; block elements become line
-breaks; whitespace collapses as a browser would collapse it; entities are
-unescaped; links keep their text and, when it differs, their address.
+Scripts, styles, the head and comments disappear; a block element (p, div,
+li, tr, h1-h6, blockquote ...) ends the current line, and only ``<br>`` makes
+an empty one, so ``<div>text</div><div><br></div>`` leaves one blank line as
+the writer saw it; whitespace collapses as a browser would collapse it;
+entities are unescaped; links keep their text and, when it differs, their
+address.
 
 ``html.parser`` rescans the rest of the document for every ``<`` it cannot
 complete (``</``, ``<?``, ``<!`` without ``>``), which is quadratic on hostile
@@ -16,11 +19,10 @@ import re
 from html import unescape
 from html.parser import HTMLParser
 
-# Elements that end a line; those in _PARAGRAPH also leave a blank line.
-_BLOCK = {"div", "li", "tr", "table", "ul", "ol", "dl", "dt", "dd", "pre", "hr", "section", "article",
-          "header", "footer", "nav", "aside", "address", "figure", "figcaption", "center", "form",
-          "fieldset", "caption", "thead", "tbody", "tfoot"}
-_PARAGRAPH = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"}
+# Elements that end the current line.
+_BLOCK = {"p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "ul", "ol", "dl",
+          "dt", "dd", "pre", "hr", "section", "article", "header", "footer", "nav", "aside", "address",
+          "figure", "figcaption", "center", "form", "fieldset", "caption", "thead", "tbody", "tfoot"}
 _SKIP = {"script", "style", "head", "title", "template", "xml"}
 _CELL = {"td", "th"}
 
@@ -95,11 +97,11 @@ class _TextExtractor(HTMLParser):
             self._has_text = True
             self._newlines = len(text) - len(text.rstrip("\n"))
 
-    def _break(self, lines: int) -> None:
-        """At least ``lines`` line breaks before what comes next (none at the very top)."""
-        if self._has_text and self._newlines < lines:
-            self._out.append("\n" * (lines - self._newlines))
-            self._newlines = lines
+    def _end_line(self) -> None:
+        """End the current line, unless it is empty (or nothing was written yet)."""
+        if self._has_text and self._newlines == 0:
+            self._out.append("\n")
+            self._newlines = 1
 
     def text(self) -> str:
         self._end_link()
@@ -135,13 +137,10 @@ class _TextExtractor(HTMLParser):
             return
         if tag == "a":
             self._end_link()
-        elif tag == "pre":
-            self._pre = max(0, self._pre - 1)
-            self._break(1)
-        elif tag in _PARAGRAPH:
-            self._break(2)
         elif tag in _BLOCK:
-            self._break(1)
+            if tag == "pre":
+                self._pre = max(0, self._pre - 1)
+            self._end_line()
         elif tag in _CELL:
             self._write(" ")
 
@@ -162,14 +161,11 @@ class _TextExtractor(HTMLParser):
         elif tag == "a":
             self._end_link()  # links do not nest; a new one closes the open one
             self._link = (dict(attrs).get("href") or "", [])
-        elif tag == "pre":
-            self._pre += 1
-            self._break(1)
-        elif tag in _PARAGRAPH:
-            self._break(2)
         elif tag in _BLOCK:
-            self._break(1)
-            if tag == "li":
+            self._end_line()
+            if tag == "pre":
+                self._pre += 1
+            elif tag == "li":
                 self._write("- ")
         elif tag in _CELL:
             self._write(" ")

@@ -73,7 +73,7 @@ def classify_machine(msg: Message, headers: Headers, *, sender: Address | None, 
 
     reason = ""
     if report_type == "delivery-status":
-        reason = "multipart/report; report-type=delivery-status"
+        reason = "delivery status notification (Content-Type: multipart/report; report-type=delivery-status)"
     elif sender and sender.email.partition("@")[0] in _DAEMONS and return_path == "":
         reason = f"From {sender.email} with empty Return-Path"
     if reason:
@@ -93,7 +93,8 @@ def classify_machine(msg: Message, headers: Headers, *, sender: Address | None, 
     if precedence == "auto_reply":
         return MachineVerdict("auto-reply", "Precedence: auto_reply")
     if report_type == "disposition-notification":
-        return MachineVerdict("auto-reply", "multipart/report; report-type=disposition-notification")
+        return MachineVerdict("auto-reply", "read receipt (Content-Type: multipart/report; "
+                                            "report-type=disposition-notification)")
     marker = _AUTO_SUBJECT.match(subject)
     if marker:
         return MachineVerdict("auto-reply", f"subject starts with {marker.group().strip()!r}")

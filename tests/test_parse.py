@@ -10,6 +10,7 @@ import random
 import time
 from datetime import datetime, timedelta, timezone
 from email.header import Header
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,39 @@ def test_gb18030_four_byte_characters():
         assert parsed.subject == text
 
 
+@pytest.mark.parametrize("label, codec, text", [
+    ("gb2312", "gbk", "朱镕基和王堃的电脑坏了"),
+    ("GB2312", "gb18030", "生僻字𠀀也要完整"),
+    ("gbk", "gbk", "打印机卡纸"),
+    ("gb18030", "gb18030", "邮箱𠮷满"),
+    ("big5", "big5", "電腦無法開機"),
+    ("big5", "big5hkscs", "香港字：嘅咗"),
+    ("iso-8859-2", "iso-8859-2", "Zażółć gęślą jaźń"),
+    ("iso-8859-1", "iso-8859-1", "Müller Grüße"),
+    ("windows-1252", "cp1252", "“quoted” – 5 €"),
+    ("us-ascii", "ascii", "plain ascii"),
+    ("utf-8", "utf-8", "混合 text ✓"),
+])
+def test_body_and_subject_charsets_round_trip(label, codec, text):
+    parsed = parse_mail(mail(f"Subject: {encoded_word(text, codec).replace(codec, label, 1)}",
+                             content_type=f"text/plain; charset={label}", cte="base64", body=b64(text.encode(codec))))
+    assert parsed.text == text
+    assert parsed.subject == text
+    assert parsed.defects == []
+
+
+def test_gb2312_labelled_encoded_word_in_display_name():
+    word = f"=?gb2312?B?{base64.b64encode('朱镕基'.encode('gbk')).decode()}?="
+    parsed = parse_mail(mail(f"Subject: {word}", sender=f"{word} <zhu@customer.example>"))
+    assert parsed.subject == "朱镕基"
+    assert parsed.sender == Address("zhu@customer.example", "朱镕基")
+
+
+def test_utf8_text_under_a_gb2312_label_is_not_mojibake():
+    parsed = parse_mail(mail(content_type="text/plain; charset=gb2312", cte="8bit", body="打印机".encode()))
+    assert parsed.text == "打印机"
+
+
 def test_big5_round_trip_including_hkscs():
     text = "電腦無法開機，請協助處理"
     parsed = parse_mail(mail(f"Subject: {encoded_word(text, 'big5')}", content_type="text/plain; charset=big5",
@@ -343,7 +377,7 @@ def test_html_only_mail_becomes_readable_text():
             "<a href=\"https://kb.example/\">https://kb.example</a></p></body></html>")
     parsed = parse_mail(mail(content_type="text/html; charset=utf-8", body=html))
     assert parsed.html == html
-    assert parsed.text == ("Printer\n\nRoom 402 & 403\nsince Monday\n\n- HP\n- Canon\n\n"
+    assert parsed.text == ("Printer\nRoom 402 & 403\nsince Monday\n- HP\n- Canon\n"
                            "See the guide (https://kb.example/printers) or https://kb.example")
 
 
@@ -470,6 +504,42 @@ def test_raw_utf8_filename():
     assert [a.filename for a in parse_mail(raw).attachments] == ["机房照片.jpg"]
 
 
+def test_long_chinese_name_in_rfc2231_continuations_built_by_a_client():
+    long_name = "年度网络设备巡检报告与故障分析汇总表" * 2 + ".xlsx"
+    quoted = "".join(f"%{b:02X}" for b in long_name.encode("utf-8"))
+    chunks = [quoted[i:i + 60] for i in range(0, len(quoted), 60)]
+    params = ";\r\n ".join(f"filename*{i}*={chr(39).join(['utf-8', '', '']) if i == 0 else ''}{chunk}"
+                           for i, chunk in enumerate(chunks))
+    raw = mail(content_type="multipart/mixed; boundary=b", body=(
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
+        f"--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment;\r\n {params}\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n"))
+    [attachment] = parse_mail(raw).attachments
+    assert (attachment.filename, attachment.data) == (long_name, b"\x00\x01\x02")
+
+
+def test_attachments_and_forwarded_mail_from_the_standard_library_generator():
+    inner = EmailMessage()
+    inner["From"] = "x@y.example"
+    inner["Subject"] = "原始邮件"
+    inner.set_content("forwarded body")
+    outer = EmailMessage()
+    outer["From"] = "c@customer.example"
+    outer["Subject"] = "Fwd: 原始邮件"
+    outer.set_content("see below")
+    outer.add_alternative("<p>see <b>below</b></p>", subtype="html")
+    outer.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="故障报告.pdf")
+    outer.add_attachment(b"y", maintype="application", subtype="pdf", filename="")
+    outer.add_attachment(inner)
+    parsed = parse_mail(outer.as_bytes())
+    assert parsed.sender == Address("c@customer.example", "")
+    assert parsed.subject == "Fwd: 原始邮件"
+    assert parsed.text == "see below"
+    assert parsed.html == "<p>see <b>below</b></p>\n"
+    assert [a.filename for a in parsed.attachments] == ["故障报告.pdf", "attachment-2.pdf", "原始邮件.eml"]
+    assert b"forwarded body" in parsed.attachments[2].data
+
+
 # -- machine mail -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("headers, machine, reason", [
@@ -549,14 +619,17 @@ def test_read_receipt_is_machine_mail():
     (("", "字"), "en"),
     (("", ""), "en"),
     (("RE: printer", "您好，打印机还是不能用。\n\nBest regards\nLiu Yang\nMarketing Department"), "zh"),
+    (("Printer on floor 4 of the 王府井 office is broken, please help us soon",), "en"),
+    (("VPN 连接不上", "VPN 每小时断开一次"), "zh"),
 ])
 def test_detect_language(texts, expected):
     assert detect_language(*texts) == expected
 
 
 @pytest.mark.parametrize("html, expected", [
-    ("<p>a</p><p>b</p>", "a\n\nb"),
-    ("<div>a</div><div>b</div>", "a\nb"),
+    ("<p>a</p><p>b</p>", "a\nb"),
+    ("<div>a</div><div><br></div><div>b</div>", "a\n\nb"),
+    ("<h1>Title</h1>text<blockquote>quote</blockquote>", "Title\ntext\nquote"),
     ("line<br>break<br/>again", "line\nbreak\nagain"),
     ("x &lt; y &amp;&amp; &#20013;&#x6587; &eacute;", "x < y && 中文 é"),
     ("<a href='mailto:a@b.example'>a@b.example</a>", "a@b.example"),

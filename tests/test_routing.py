@@ -55,7 +55,7 @@ def ticket(number=17, customer="zhang.wei@customer.example", ids=("<ack.TS-00001
 def ctx(**kw):
     counter = itertools.count(1)
     return DeskContext(directory=DIRECTORY, desk=Address("support@example.com", "IT Service Desk"),
-                       renderer=Renderer(), now=NOW, new_id=lambda: f"{next(counter):032x}", **kw)
+                       renderer=Renderer(), now=NOW, new_id=lambda: f"{next(counter):016x}" * 2, **kw)
 
 
 # -- routing -------------------------------------------------------------------------------
