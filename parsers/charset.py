@@ -47,7 +47,7 @@ _SURROGATE = re.compile(r"[\udc80-\udcff]")
 @lru_cache(maxsize=256)
 def codec_for(label: str | None) -> str | None:
     """The Python codec for a MIME charset label, or None when no usable codec knows it."""
-    if not label:
+    if not label or len(label) > 64:
         return None
     label = label.strip().strip("\"'").lower()
     label = _ALIASES.get(label, label)

@@ -140,7 +140,9 @@ def parse_date(value: str | None) -> datetime | None:
 
 _PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:\\.|[^"\\])*"?|[^;]*)', re.S)
 _SECTION = re.compile(r"^(.+?)\*(\d{1,3})?(\*)?$")
-_ESCAPE = re.compile(r"\\(.)", re.S)
+# Only \\ and \" are unescaped, as email.utils.unquote does: clients write Windows
+# paths into quoted file names without doubling the backslashes.
+_ESCAPE = re.compile(r'\\([\\"])')
 
 
 def split_params(value: str) -> tuple[str, dict[str, str]]:

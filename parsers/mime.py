@@ -111,7 +111,11 @@ def _as_bytes(raw, defects: list[str]) -> bytes:
 
 
 def _name(exc: BaseException) -> str:
-    return f"{exc.__class__.__name__}: {str(exc)[:200]}" if str(exc) else exc.__class__.__name__
+    try:
+        detail = str(exc)[:200]
+    except Exception:  # noqa: BLE001 - an exception whose message cannot be shown
+        detail = ""
+    return f"{exc.__class__.__name__}: {detail}" if detail else exc.__class__.__name__
 
 
 # -- reading the structure ----------------------------------------------------------------
@@ -461,8 +465,10 @@ def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -
 
 
 def safe_filename(name: str, fallback: str) -> str:
-    """A name safe to show and to store under: no path separators or control characters,
-    at most 200 characters (the extension kept), never empty or hidden."""
+    """A name safe to show and to store under: the last path component only, no control
+    characters, at most 200 characters (the extension kept), never empty or hidden."""
+    components = [c for c in re.split(r"[\\/]", name) if c.strip(" .")]
+    name = components[-1] if components else ""
     name = " ".join(_UNSAFE_NAME.sub("_", name).split()).strip(" ._")
     if len(name) > MAX_FILENAME:
         stem, dot, extension = name.rpartition(".")

@@ -480,8 +480,10 @@ def test_attachment_over_the_limit_is_skipped_with_its_reason():
 
 
 @pytest.mark.parametrize("disposition, expected", [
-    ('attachment; filename="../../etc/passwd"', "etc_passwd"),
-    ('attachment; filename="C:\\Users\\li\\report.pdf"', "C__Users_li_report.pdf"),
+    ('attachment; filename="../../etc/passwd"', "passwd"),
+    ('attachment; filename="C:\\Users\\li\\report.pdf"', "report.pdf"),
+    ('attachment; filename="say \\"hi\\".txt"', "say _hi_.txt"),
+    ('attachment; filename="report: Q1*Q2?.xlsx"', "report_ Q1_Q2_.xlsx"),
     ('attachment; filename="evil\u202egpj.exe"', "evil_gpj.exe"),
     ('attachment; filename="' + "长" * 300 + '.docx"', "长" * 195 + ".docx"),
     ('attachment; filename="..."', "attachment-1.bin"),
