@@ -225,14 +225,39 @@ def run_demo(keep: bool = False) -> int:
             desk.run_once()
         _show_sent(sent, out)
 
-        print("\n3. The tickets (helpdesk -c CONFIG tickets list):", file=out)
+        print("\n3. Alice (technician) works 刘洋's ticket by replying to her notification; 刘洋 answers by mail:",
+              file=out)
+        tag2 = "TS-000002"
+        customer = "liuyang@customer.example"
+        steps = [
+            ("Alice", "alice@example.com", "＃诊断　正在检查邮箱配额。"),
+            ("Alice", "alice@example.com", "#方案：把邮箱配额从 2GB 调到 10GB，并开启自动归档。"),
+            ("刘洋", customer, "同意，今晚操作即可。"),
+            ("Alice", "alice@example.com", "#解决：配额已调整为 10GB，自动归档已开启。"),
+            ("刘洋", customer, "5分，处理很快，谢谢！"),
+            ("Alice", "alice@example.com", "#归档 调整邮箱配额并开启自动归档。\n经验：大附件多的部门默认配置 10GB 配额。"),
+        ]
+        for who, address, text in steps:
+            sent.clear()
+            imap.append(_mail(address, who, f"回复：[{tag2}] 邮箱容量已满，无法收信", text,
+                              in_reply_to=None))
+            with Desk(config) as desk:
+                desk.run_once()
+                stage = desk.store.get_ticket(2).stage
+            first_line = text.splitlines()[0]
+            print(f"   {who}: {first_line}", file=out)
+            print(f"        -> stage {stage}; mail sent to "
+                  f"{', '.join(sorted({r for rcpts, _ in sent for r in rcpts})) or 'nobody'}", file=out)
+
+        print("\n4. The tickets (helpdesk -c CONFIG tickets list):", file=out)
         with Desk(config) as desk:
             for t in sorted(desk.store.tickets(), key=lambda t: t.number):
                 row = ticket_summary(t, config.report.timezone)
                 inbound = sum(1 for m in t.messages if m.direction == "in")
+                rating = f", rated {t.rating}/5" if t.rating else ""
                 print(f"   {row['id']}  {row['stage']:<9} {row['customer']:<28} {row['subject']}  "
-                      f"({inbound} mail(s) in)", file=out)
-        print(f"\n   Try: helpdesk -c {config_path} tickets show {tag}", file=out)
+                      f"({inbound} mail(s) in{rating})", file=out)
+        print(f"\n   Try: helpdesk -c {config_path} tickets show TS-000002", file=out)
         if not keep:
             print("\nRun `helpdesk demo --keep` to keep the servers and the daemon running and point your own "
                   "mail client at them.", file=out)

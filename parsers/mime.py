@@ -18,6 +18,7 @@ bytes hold.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import re
@@ -78,7 +79,8 @@ _REPORT_PARTS = ("message/delivery-status", "message/global-delivery-status", "m
                  "text/rfc822-headers")
 _NEWLINE = re.compile(r"\r\n?")
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\:*?"<>|]+')
-_BOUNDARY_PARAM = re.compile(rb"boundary\s*=")
+_BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*("[^"\r\n]*"|[^\s;]+)')
+_CLOSE_DELIMITER = re.compile(rb"\n--([^\r\n]*?)--[ \t]*\r?(?=\n|$)")
 
 
 def parse_mail(raw: bytes, *, max_attachment_bytes: int = 15 * 2**20,
@@ -124,8 +126,7 @@ def _parse(raw: bytes, defects: list[str], max_attachment_bytes: int, max_text_c
     lowered = raw.lower()
     source = _cut_long_mime_headers(raw, lowered, defects)
     if _boundary_work(lowered) > MAX_BOUNDARY_WORK:
-        defects.append("MIME parts nested too deeply to take apart; read as headers and raw text")
-        return _headers_and_raw_text(raw, defects, max_text_chars)
+        return _too_deep(raw, defects, max_text_chars)
     parsed = None
     encoded_words = source.count(b"=?")
     if encoded_words > MAX_ENCODED_WORDS:
@@ -135,13 +136,21 @@ def _parse(raw: bytes, defects: list[str], max_attachment_bytes: int, max_text_c
             parsed = mailparser.parse_from_bytes(source)
         except Exception as exc:  # noqa: BLE001 - the standard library takes over
             if isinstance(exc.__cause__, RecursionError):
-                raise
+                return _too_deep(raw, defects, max_text_chars)
             defects.append(f"mail-parser could not read the message ({_name(exc)}); "
                            f"read with the standard library")
     msg = parsed.message if parsed is not None else None
     if msg is None:
-        msg = BytesParser(policy=compat32).parsebytes(source)
+        try:
+            msg = BytesParser(policy=compat32).parsebytes(source)
+        except RecursionError:
+            return _too_deep(raw, defects, max_text_chars)
     return _build(raw, msg, parsed, defects, max_attachment_bytes, max_text_chars)
+
+
+def _too_deep(raw: bytes, defects: list[str], max_text_chars: int) -> InboundMail:
+    defects.append("MIME parts nested too deeply to take apart; read as headers and raw text")
+    return _headers_and_raw_text(raw, defects, max_text_chars)
 
 
 def _cut_long_mime_headers(raw: bytes, lowered: bytes, defects: list[str]) -> bytes:
@@ -177,10 +186,34 @@ def _header_end(data: bytes, start: int) -> int:
 
 
 def _boundary_work(lowered: bytes) -> int:
-    """How many boundary checks the standard parser may make, at most: boundaries x lines."""
+    """Roughly how many boundary checks the standard parser will make: nesting depth x lines."""
     if lowered.count(b"boundary") <= 50:
         return 0
-    return len(_BOUNDARY_PARAM.findall(lowered)) * lowered.count(b"\n")
+    return _nesting_depth(lowered) * lowered.count(b"\n")
+
+
+def _nesting_depth(lowered: bytes) -> int:
+    """The most multipart boundaries open at once, from where each is declared and closed.
+
+    Many boundaries side by side (a digest of forwarded mails) are cheap to
+    parse; only boundaries opened inside each other cost per line.
+    """
+    closes: dict[bytes, list[int]] = {}
+    for match in _CLOSE_DELIMITER.finditer(lowered):
+        closes.setdefault(match.group(1), []).append(match.start())
+    events: list[tuple[int, int]] = []
+    for match in _BOUNDARY_PARAM.finditer(lowered):
+        opened = match.start()
+        positions = closes.get(match.group(1).strip(b'"'), [])
+        index = bisect.bisect_right(positions, opened)
+        events.append((opened, 1))
+        if index < len(positions):
+            events.append((positions[index], -1))
+    depth = deepest = 0
+    for _, step in sorted(events):
+        depth += step
+        deepest = max(deepest, depth)
+    return deepest
 
 
 # -- building the result ------------------------------------------------------------------

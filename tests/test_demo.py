@@ -19,4 +19,8 @@ def test_demo_shows_tickets_acknowledgements_and_the_stranger_rule():
     assert "director@customer.example" not in out.split("1. Customers")[1].split("2. Zhang")[0].split(
         "The desk handled")[1]
     assert "TS-000001  received  zhang.wei@customer.example" in out and "(2 mail(s) in)" in out
+    # All six stages, driven by a technician's and a customer's mails.
+    for stage in ("diagnosing", "proposed", "executing", "feedback", "closed"):
+        assert f"-> stage {stage};" in out
+    assert "TS-000002  closed    liuyang@customer.example" in out and "rated 5/5" in out
     assert "Traceback" not in proc.stderr
