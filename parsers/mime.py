@@ -245,9 +245,10 @@ def _build(raw: bytes, msg: Message, parsed, defects: list[str], max_attachment_
     fields = _header_fields(raw, headers, defects)
     body = _Body(max_attachment_bytes, max_text_chars)
     body.walk(msg)
+    text = body.text()
     defects += body.defects
     defects += _mailparser_header_defects(parsed)
-    text = _cut(body.text(), max_text_chars, defects)
+    text = _cut(text, max_text_chars, defects)
     return _finish(msg, headers, fields, text, body.html(), body.attachments, body.skipped, defects)
 
 

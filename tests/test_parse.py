@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from maildesk.model import Address, InboundMail
 from maildesk.parsers import detect_language, html_to_text, parse_mail
+from maildesk.parsers import mime
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 if not CORPUS.is_dir():
@@ -240,7 +241,9 @@ def test_utf8_text_under_a_gb2312_label_is_not_mojibake():
 def test_big5_round_trip_including_hkscs():
     text = "電腦無法開機，請協助處理"
     parsed = parse_mail(mail(f"Subject: {encoded_word(text, 'big5')}", content_type="text/plain; charset=big5",
-                             cte="base64", body=b64(text.encode("big5"))))
+                             cte="base64", body=b64(text.encode("big5")),
+                             sender=f'"{encoded_word("陳大文", "big5")}" <chan@customer.example.hk>'))
+    assert parsed.sender == Address("chan@customer.example.hk", "陳大文")
     assert parsed.subject == text
     assert parsed.text == text
     assert parsed.language == "zh"
@@ -689,6 +692,43 @@ def test_garbage_never_raises(raw):
     assert isinstance(parsed, InboundMail)
     assert parsed.key.startswith("sha256:")
     assert parsed.size == len(raw)
+
+
+def test_standard_library_takes_over_when_mail_parser_fails(monkeypatch):
+    def broken(raw):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(mime.mailparser, "parse_from_bytes", broken)
+    parsed = parse_mail(corpus("04-multipart-alternative-outlook-zh.eml"))
+    assert parsed.subject == "办公室网络很慢"
+    assert parsed.text.startswith("办公室网络很慢，网页经常打不开。")
+    assert [a.filename for a in parsed.attachments] == ["网络拓扑.pdf"]
+    assert any("mail-parser could not read the message (ValueError: boom)" in d for d in parsed.defects)
+
+
+def test_a_failure_inside_the_parser_degrades_to_headers_and_raw_text(monkeypatch):
+    def broken(self, root):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(mime._Body, "walk", broken)
+    parsed = parse_mail(corpus("02-gbk-base64-foxmail.eml"))
+    assert parsed.sender == Address("liuyang@customer.example", "刘洋")
+    assert parsed.subject == "邮箱容量已满，无法收信"
+    assert "xPq6w6OsztK1xNPKz+TM4cq+yN3Bv9LRwvqjrMm" in parsed.text  # the raw body, still there for staff
+    assert any("RuntimeError: bug" in d for d in parsed.defects)
+
+
+def test_when_nothing_can_be_read_the_result_has_no_sender(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("headers unreadable")
+
+    monkeypatch.setattr(mime, "_header_fields", broken)
+    raw = corpus("01-plain-en.eml")
+    parsed = parse_mail(raw)
+    assert parsed.sender is None
+    assert parsed.key == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert "SAP print jobs stay in the spool" in parsed.text
+    assert any("headers unreadable" in d for d in parsed.defects)
 
 
 def test_non_bytes_input_is_accepted():
