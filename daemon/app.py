@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+import schedule
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +19,7 @@ from maildesk.daemon.intake import BatchResult, IntakeRunner
 from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable
 from maildesk.daemon.sender import OutboxSender
 from maildesk.daemon.timers import TimerRunner
+from maildesk.reports.weekly import WeeklyReportJob
 from maildesk.storage.store import TicketStore
 from maildesk.templates import default_renderer
 
@@ -24,7 +27,10 @@ log = logging.getLogger("maildesk.daemon")
 
 BACKOFF_START_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
-TIMER_INTERVAL_SECONDS = 60.0
+# How often scheduled work is looked at.  What is due is decided from the
+# store (a week without a sent report, a ticket without its reminder event),
+# never from this interval, so restarts and clock jumps cannot double anything.
+JOBS_EVERY_SECONDS = 30
 
 
 @dataclass
@@ -42,15 +48,23 @@ class RunSummary:
             self.outcomes[k] = self.outcomes.get(k, 0) + v
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class Desk:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], datetime] = _utc_now) -> None:
+        # ``clock`` is the desk's idea of now for tickets, timers and reports (tests set it).
         self.config = config
+        self.clock = clock
         self.store = TicketStore(config.storage_path, prefix=config.tickets.prefix)
         self.mailbox = Mailbox(config.imap)
-        self.sender = OutboxSender(config.smtp, self.store)
-        self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer())
-        self.timers = TimerRunner(config, self.store, default_renderer())
-        self._timers_due_at = 0.0
+        self.sender = OutboxSender(config.smtp, self.store, clock=clock)
+        self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock)
+        self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
+        self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
+        self.scheduler = schedule.Scheduler()
+        self.scheduler.every(JOBS_EVERY_SECONDS).seconds.do(self.run_jobs)
 
     def close(self) -> None:
         self.mailbox.close()
@@ -78,17 +92,17 @@ class Desk:
         summary.sent += sent
         summary.deferred += deferred
 
-    def run_timers(self, force: bool = False) -> None:
-        if force or time.monotonic() >= self._timers_due_at:
-            self.timers.run_due()
-            self._timers_due_at = time.monotonic() + TIMER_INTERVAL_SECONDS
+    def run_jobs(self) -> None:
+        """Reminders, SLA alerts and the weekly report, whatever is due now."""
+        self.timers.run_due()
+        self.weekly_report.run_due(self.clock())
 
     def run_once(self) -> RunSummary:
         """Handle every waiting mail, run due timers, send every due outbox entry, then return."""
         summary = RunSummary()
         self.mailbox.connect()
         self.drain_inbox(summary)
-        self.run_timers(force=True)
+        self.run_jobs()
         self.deliver_outbox(summary)
         return summary
 
@@ -97,6 +111,7 @@ class Desk:
         summary = RunSummary()
         backoff = BACKOFF_START_SECONDS
         outage: str | None = None
+        self.run_jobs()  # a report or reminder missed while the daemon was down goes out now
         while not should_stop():
             try:
                 if not self.mailbox.connected:
@@ -106,7 +121,7 @@ class Desk:
                     outage = None
                     backoff = BACKOFF_START_SECONDS
                 self.drain_inbox(summary, should_stop)
-                self.run_timers()
+                self.scheduler.run_pending()
                 self.deliver_outbox(summary)
                 if should_stop():
                     break
@@ -119,16 +134,17 @@ class Desk:
                     log.warning("IMAP connection lost: %s; retrying with backoff up to %ds",
                                 reason, BACKOFF_MAX_SECONDS)
                 outage = reason
+                self.scheduler.run_pending()
                 self.deliver_outbox(summary)
                 _sleep(backoff, should_stop)
                 backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
         return summary
 
     def _wait_seconds(self) -> float:
-        wait = min(self.config.imap.poll_seconds, max(0.05, self._timers_due_at - time.monotonic()))
+        wait = min(self.config.imap.poll_seconds, max(0.05, self.scheduler.idle_seconds or 0.05))
         due = self.sender.next_due()
         if due is not None:
-            wait = min(wait, max(0.05, (due - datetime.now(timezone.utc)).total_seconds()))
+            wait = min(wait, max(0.05, (due - self.clock()).total_seconds()))
         return wait
 
 

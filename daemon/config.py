@@ -113,6 +113,7 @@ class ReportConfig:
     time: time = time(9, 0)
     timezone: ZoneInfo = ZoneInfo("Asia/Shanghai")
     language: str = "zh"
+    show_customer_addresses: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ _KNOWN_KEYS = {
     "sla": {"first_response_hours", "resolution_hours"},
     "commands": set(),  # any command name -> list of keywords
     "team": {"supervisor", "leadership", "technicians", "language"},
-    "report": {"weekday", "time", "timezone", "language"},
+    "report": {"weekday", "time", "timezone", "language", "show_customer_addresses"},
     "log": {"level", "file"},
 }
 
@@ -288,6 +289,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         time=at_time,
         timezone=tz,
         language=r.choice("report.language", ("zh", "en"), default="zh"),
+        show_customer_addresses=r.bool("report.show_customer_addresses", default=False),
     )
     log_file = r.str("log.file", default=None)
     return Config(

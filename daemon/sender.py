@@ -40,7 +40,8 @@ def _header_address(email: str, name: str = "") -> HeaderAddress:
     return HeaderAddress(display_name=header_safe(name), username=local, domain=domain)
 
 
-def build_message(mail: OutboundMail) -> EmailMessage:
+def build_message(mail: OutboundMail, load=None) -> EmailMessage:
+    """The exact message for an outbox entry; ``load(sha256) -> bytes`` reads its parts."""
     msg = EmailMessage()
     msg["From"] = _header_address(mail.sender.email, mail.sender.name)
     to = mail.to_header or [type(mail.sender)(r) for r in mail.recipients]
@@ -62,15 +63,33 @@ def build_message(mail: OutboundMail) -> EmailMessage:
     msg.set_content(mail.text, charset="utf-8")
     if mail.html:
         msg.add_alternative(mail.html, subtype="html", charset="utf-8")
+    if mail.parts:
+        if load is None:
+            raise ValueError(f"{mail.message_id} has parts but no way to load them")
+        html_part = msg.get_payload()[1] if mail.html else None
+        for part in mail.parts:
+            maintype, _, subtype = part.content_type.partition("/")
+            data = load(part.sha256)
+            if part.content_id and html_part is not None:
+                # Inline images live beside the HTML that shows them (multipart/related).
+                html_part.add_related(data, maintype=maintype, subtype=subtype, cid=f"<{part.content_id}>",
+                                      filename=part.filename, disposition="inline")
+            elif maintype == "text":
+                # Text goes as text with its charset, so every client shows Chinese right.
+                msg.add_attachment(data.decode("utf-8"), subtype=subtype, charset="utf-8", filename=part.filename)
+            else:
+                msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=part.filename)
     # After set_content(), which replaces every Content-* header.
     msg["Content-Language"] = "zh-CN" if mail.language == "zh" else "en"
     return msg
 
 
 class OutboxSender:
-    def __init__(self, config: SmtpConfig, store: TicketStore) -> None:
+    def __init__(self, config: SmtpConfig, store: TicketStore,
+                 clock=lambda: datetime.now(timezone.utc)) -> None:
         self.config = config
         self.store = store
+        self.clock = clock
         self._loop = asyncio.new_event_loop()
         # Why the server could not be reached on the last attempt, or None.
         self.unreachable: str | None = None
@@ -85,7 +104,7 @@ class OutboxSender:
 
     def deliver_due(self, now: datetime | None = None) -> tuple[int, int]:
         """Send every due entry over one connection; returns (sent, failed-or-deferred)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or self.clock()
         due = [m for m in self.store.pending_outbound() if (m.next_attempt_at or m.created_at) <= now]
         if not due:
             return 0, 0
@@ -116,7 +135,8 @@ class OutboxSender:
         try:
             for mail in due:
                 try:
-                    errors, _ = await client.send_message(build_message(mail), sender=c.from_address,
+                    message = build_message(mail, self.store.attachments.get)
+                    errors, _ = await client.send_message(message, sender=c.from_address,
                                                           recipients=mail.recipients)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     self._permanent_failure(mail, _refusals(exc.recipients))
@@ -146,7 +166,7 @@ class OutboxSender:
 
     # -- outcomes -----------------------------------------------------------------------
     def _mark_sent(self, mail: OutboundMail, refused: dict) -> None:
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         note = f"some recipients refused: {_refusals(refused)}" if refused else ""
         self.store.update_outbound(replace(mail, status="sent", sent_at=now, attempts=mail.attempts + 1,
                                            last_error=note, next_attempt_at=None))
@@ -160,14 +180,14 @@ class OutboxSender:
                                     f"gave up after {attempts} attempts; last error: {reason}")
             return
         delay = min(timedelta(minutes=2 ** (attempts - 1)), timedelta(minutes=self.config.retry_max_minutes))
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         self.store.update_outbound(replace(mail, attempts=attempts, last_error=reason,
                                            next_attempt_at=now + delay))
         log.warning("deferred %s %s (attempt %d): %s; next try in %s", mail.kind, mail.message_id,
                     attempts, reason, delay)
 
     def _permanent_failure(self, mail: OutboundMail, reason: str) -> None:
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         self.store.update_outbound(replace(mail, status="failed", attempts=mail.attempts + 1,
                                            last_error=reason, next_attempt_at=None))
         log.error("could not deliver %s %s to %s: %s", mail.kind, mail.message_id,

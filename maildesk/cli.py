@@ -4,6 +4,7 @@
     helpdesk -c CONFIG once                  handle waiting mail, send due mail, exit
     helpdesk -c CONFIG tickets list [--json]
     helpdesk -c CONFIG tickets show ID [--json]
+    helpdesk -c CONFIG report weekly [--week YYYY-Www] (--json | --out FILE.html | --send)
     helpdesk demo                            everything in one process, with loopback mail servers
 
 Failures that make the desk unusable (config, store, servers) print one line
@@ -62,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     tshow = tsub.add_parser("show", help="one ticket with its messages and events")
     tshow.add_argument("id", help="ticket id as in the tag, e.g. TS-000042 (or just 42)")
     tshow.add_argument("--json", action="store_true", help="print a JSON object")
+    report = sub.add_parser("report", help="the weekly report to leadership")
+    rsub = report.add_subparsers(dest="report_command", required=True)
+    weekly = rsub.add_parser("weekly", help="metrics, a browser preview, or the mail itself")
+    weekly.add_argument("--week", help="ISO week YYYY-Www in the report time zone (default: the last complete one)")
+    out = weekly.add_mutually_exclusive_group(required=True)
+    out.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    out.add_argument("--out", metavar="FILE.html", help="write a browser-viewable preview with the charts")
+    out.add_argument("--send", action="store_true", help="queue the report mail to leadership (sent by run/once)")
     demo = sub.add_parser("demo", help="run the desk against in-process loopback mail servers")
     demo.add_argument("--keep", action="store_true", help="keep the servers running for your mail client")
     return parser
@@ -77,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     from maildesk.storage.journal import StoreError
 
     try:
-        config = load_config(args.config, need_secrets=args.command != "tickets")
+        read_only = args.command == "tickets" or (args.command == "report" and not args.send)
+        config = load_config(args.config, need_secrets=not read_only)
     except ConfigError as exc:
         return _fail(f"config: {exc}", EXIT_CONFIG)
     setup_logging(config.log_level, config.log_file)
     try:
         if args.command == "tickets":
             return _tickets(config, args)
+        if args.command == "report":
+            return _report(config, args)
         if args.command == "once":
             return _once(config)
         if args.command == "run":
@@ -172,6 +184,36 @@ def _tickets(config, args) -> int:
             print("\nevents:")
             for e in detail["events"]:
                 print(f"  {e['at']} {e['actor']} {e['kind']} {e['from_stage'] or ''} -> {e['to_stage'] or ''}")
+    return 0
+
+
+def _report(config, args) -> int:
+    from datetime import datetime, timezone
+
+    from maildesk.reports.metrics import Week
+    from maildesk.reports.weekly import JOB, WeeklyReportJob, build_report, render_report
+    from maildesk.storage.store import TicketStore
+    from maildesk.templates import default_renderer
+
+    tz = config.report.timezone
+    try:
+        week = Week.parse(args.week, tz) if args.week else Week.last_complete(datetime.now(timezone.utc), tz)
+    except ValueError as exc:
+        return _fail(str(exc), 1)
+    with TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=not args.send) as store:
+        if args.json:
+            _print_json(build_report(store, config, week).to_json())
+        elif args.out:
+            rendered = render_report(build_report(store, config, week), config, default_renderer(),
+                                     inline_images=True)
+            Path(args.out).write_text(rendered.html, encoding="utf-8")
+            print(f"wrote {args.out}: {config.report.language} report for {week.label}")
+        else:
+            if not config.team.leadership:
+                return _fail("team.leadership is empty: nobody to send the report to", EXIT_CONFIG)
+            mails = WeeklyReportJob(config, store, default_renderer()).send(week, datetime.now(timezone.utc))
+            print(f"queued the {week.label} report for {', '.join(m.recipients[0] for m in mails)} "
+                  f"({JOB}); `helpdesk once` or the running daemon sends it")
     return 0
 
 

@@ -155,6 +155,20 @@ class Ticket:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OutboundPart:
+    """A file sent with an outbound mail, kept in the content-addressed attachment folder.
+
+    With ``content_id`` it is shown inside the HTML (``cid:``); otherwise it is an attachment.
+    """
+
+    filename: str
+    content_type: str
+    sha256: str
+    content_id: str | None = None
+    description: str = ""
+
+
 @dataclass
 class OutboundMail:
     """A mail waiting in (or gone through) the outbox.
@@ -184,6 +198,7 @@ class OutboundMail:
     next_attempt_at: datetime | None = None
     last_error: str = ""
     sent_at: datetime | None = None
+    parts: list[OutboundPart] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

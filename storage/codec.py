@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from maildesk.model import (Address, Event, Message, OutboundMail, PlanItem, StaffRecord, StoredAttachment,
-                            Ticket)
+from maildesk.model import (Address, Event, Message, OutboundMail, OutboundPart, PlanItem, StaffRecord,
+                            StoredAttachment, Ticket)
 
 
 def dt_out(value: datetime | None) -> str | None:
@@ -41,7 +41,7 @@ def ticket_to_doc(t: Ticket) -> dict:
     }
 
 
-def ticket_from_doc(d: dict) -> Ticket:
+def ticket_from_doc(d: dict, *, with_messages: bool = True) -> Ticket:
     return Ticket(
         number=d["number"],
         tag=d["tag"],
@@ -60,7 +60,7 @@ def ticket_from_doc(d: dict) -> Ticket:
         lessons=d.get("lessons", ""),
         linked_to=d.get("linked_to"),
         message_ids=list(d.get("message_ids", [])),
-        messages=[message_from_doc(m) for m in d.get("messages", [])],
+        messages=[message_from_doc(m) for m in d.get("messages", [])] if with_messages else [],
         events=[event_from_doc(e) for e in d.get("events", [])],
     )
 
@@ -131,6 +131,7 @@ def outbound_to_doc(o: OutboundMail) -> dict:
         "next_attempt_at": dt_out(o.next_attempt_at),
         "last_error": o.last_error,
         "sent_at": dt_out(o.sent_at),
+        "parts": [[p.filename, p.content_type, p.sha256, p.content_id, p.description] for p in o.parts],
     }
 
 
@@ -157,6 +158,7 @@ def outbound_from_doc(d: dict) -> OutboundMail:
         next_attempt_at=dt_in(d.get("next_attempt_at")),
         last_error=d.get("last_error", ""),
         sent_at=dt_in(d.get("sent_at")),
+        parts=[OutboundPart(*p) for p in d.get("parts", [])],
     )
 
 

@@ -31,8 +31,27 @@ class Renderer:
             lang = "en"
         return self._env.get_template(f"{lang}/{key}.txt").render(**context)
 
+    def render_html(self, key: str, lang: str, **context) -> str:
+        """An HTML template: every value is escaped unless marked safe."""
+        if lang not in LANGUAGES:
+            lang = "en"
+        return self._env.get_template(f"{lang}/{key}.html").render(**context)
+
+    def render_layout(self, name: str, **context) -> str:
+        """A language-neutral layout (``templates/layout/``) whose words come from the context."""
+        return self._env.get_template(f"layout/{name}").render(**context)
+
+    def labels(self, key: str, lang: str) -> dict[str, str]:
+        """A ``name = text`` template (chart titles and the like) as a dict."""
+        found = {}
+        for line in self.render(key, lang).splitlines():
+            name, sep, text = line.partition("=")
+            if sep and not line.lstrip().startswith("#"):
+                found[name.strip()] = text.strip()
+        return found
+
     def keys(self, lang: str) -> list[str]:
-        return sorted(p.stem for p in (_ROOT / lang).glob("*.txt"))
+        return sorted(p.name for p in (_ROOT / lang).iterdir() if p.suffix in (".txt", ".html"))
 
 
 @lru_cache(maxsize=1)

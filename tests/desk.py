@@ -21,8 +21,13 @@ SUPERVISOR = "lead@example.com"
 
 
 def write_config(directory: Path, *, imap_port: int, imap_user: str, imap_password: str,
-                 smtp_port: int, extra: str = "", support: str = SUPPORT, **tickets) -> Path:
-    """A config for the loopback servers; the IMAP password comes from the environment."""
+                 smtp_port: int, extra: str = "", support: str = SUPPORT, leadership: tuple[str, ...] = (),
+                 **tickets) -> Path:
+    """A config for the loopback servers; the IMAP password comes from the environment.
+
+    Leadership is empty unless asked for: otherwise every test's first run would
+    (rightly) send last week's report and disturb what the test counts.
+    """
     techs = "\n".join(
         f'[[team.technicians]]\nemail = "{e}"\nname = "{n}"\n' + (f'nda_signed = "{d}"\n' if d else "")
         for e, n, d in TECHNICIANS)
@@ -54,7 +59,7 @@ prefix = "TS"
 
 [team]
 supervisor = "{SUPERVISOR}"
-leadership = ["director@example.com"]
+leadership = {json.dumps(list(leadership))}
 language = "en"
 
 {techs}

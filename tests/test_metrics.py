@@ -144,3 +144,14 @@ def test_json_has_the_contract_keys(report):
         assert key in data
     assert set(data["technicians"][0]) >= {"email", "name", "closed", "on_time_rate", "average_rating",
                                            "commendations", "warnings"}
+
+
+def test_chinese_charts_use_a_cjk_font_and_are_png(report):
+    from maildesk.reports.charts import cjk_font, render_charts
+    from maildesk.templates import Renderer
+
+    assert cjk_font() is not None, "scripts/install installs fonts-wqy-microhei"
+    charts = render_charts(report, "zh", Renderer())
+    assert [c.filename for c in charts] == ["trend.png", "stages.png", "ratings.png"]
+    assert all(c.png.startswith(b"\x89PNG") and len(c.png) > 2000 for c in charts)
+    assert charts[0].alt.startswith("柱状图") and charts[0].title == "近 9 周受理与归档工单数"

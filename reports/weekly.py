@@ -1,0 +1,169 @@
+"""The weekly report: from the store to text, HTML, charts, CSV and a queued mail.
+
+``WeeklyReportJob.run_due(now)`` asks the Mailman question: "is there a
+completed week whose report is due and has no sent record?"  The record and
+the queued mails are written in one commit, so the report goes out exactly
+once, whether the daemon was running at the time, restarted after, or was
+down for days (then it is sent on start and marked late).
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from maildesk.daemon.config import Config
+from maildesk.model import Address, OutboundMail, OutboundPart
+from maildesk.reports.charts import Chart, render_charts
+from maildesk.reports.metrics import Policy, Week, WeeklyReport, first_response, resolution_events, weekly_report
+from maildesk.storage.store import TicketStore
+from maildesk.templates import Renderer
+
+log = logging.getLogger("maildesk.report")
+
+JOB = "weekly-report"
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# A report sent more than this long after its time says so.
+LATE_AFTER = timedelta(hours=1)
+
+
+def mask_address(address: str) -> str:
+    """w***@cust.example: enough to tell customers apart, not to write to them."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def policy_for(config: Config) -> Policy:
+    staff = set(config.team.staff_addresses)
+    return Policy(first_response_hours=config.procedure.first_response_hours,
+                  resolution_hours=config.procedure.resolution_hours,
+                  technicians=tuple((t.email, t.name) for t in config.team.technicians), staff=frozenset(staff))
+
+
+def build_report(store: TicketStore, config: Config, week: Week) -> WeeklyReport:
+    tickets = list(store.tickets(with_messages=False))
+    return weekly_report(week, tickets, store.staff_records(), store.plans(), policy_for(config))
+
+
+@dataclass
+class RenderedReport:
+    report: WeeklyReport
+    subject: str
+    text: str
+    html: str
+    charts: list[Chart]
+    csv: bytes
+
+
+def render_report(report: WeeklyReport, config: Config, renderer: Renderer, *, late: bool = False,
+                  inline_images: bool = False) -> RenderedReport:
+    """Text, HTML (images by ``cid:``, or as data: URIs for a browser preview), charts and CSV."""
+    lang = config.report.language
+    tz = config.report.timezone
+    show = config.report.show_customer_addresses
+    mask = (lambda a: a) if show else mask_address
+    names = {t.email: t.name for t in config.team.technicians}
+    stage_names = {s: renderer.render("stage", lang, stage=s).strip() for s in report.open_by_stage}
+    stage_names["closed"] = renderer.render("stage", lang, stage="closed").strip()
+    last_day = report.end.astimezone(tz) - timedelta(days=1)
+    period = f"{report.start.astimezone(tz):%Y-%m-%d} – {last_day:%Y-%m-%d} ({tz.key})"
+    suggestions = [renderer.render("suggestion", lang, s=s, stage_names=stage_names).strip()
+                   for s in report.suggestions]
+    common = dict(r=report, period=period, late=late, mask=mask, names=names, stage_names=stage_names,
+                  suggestions=suggestions)
+    charts = render_charts(report, lang, renderer)
+
+    def image_src(chart: Chart) -> str:
+        if inline_images:
+            return "data:image/png;base64," + base64.b64encode(chart.png).decode("ascii")
+        return f"cid:{chart.content_id}"
+
+    text = renderer.render("weekly_report", lang, **common)
+    html = renderer.render_layout("weekly_report.html", L=renderer.labels("report_labels", lang), charts=charts,
+                                  image_src=image_src, lang=lang, **common)
+    subject = renderer.render("weekly_subject", lang, week=report.week, period=period, late=late).strip()
+    return RenderedReport(report, subject, text, html, charts, ticket_csv(report, config, mask))
+
+
+def ticket_csv(report: WeeklyReport, config: Config, mask) -> bytes:
+    """One row per ticket received or closed in the week; UTF-8 with BOM so Excel shows Chinese."""
+    tz = config.report.timezone
+    staff = policy_for(config).staff
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["ticket", "subject", "customer", "stage", "assignee", "priority", "created_at",
+                     "first_response_hours", "resolution_hours", "rating", "summary", "lessons"])
+    for t in report.tickets_of_week:
+        fr = first_response(t, staff)
+        res = resolution_events(t)
+        writer.writerow([
+            t.tag, t.subject, mask(t.customer), t.stage, t.assignee or "", t.priority,
+            t.created_at.astimezone(tz).isoformat(timespec="minutes"),
+            f"{(fr.at - t.created_at).total_seconds() / 3600:.2f}" if fr else "",
+            f"{(res[-1].at - t.created_at).total_seconds() / 3600:.2f}" if res else "",
+            t.rating or "", t.summary, t.lessons,
+        ])
+    return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+
+
+def report_mails(rendered: RenderedReport, config: Config, store: TicketStore, now: datetime) -> list[OutboundMail]:
+    """One mail per leadership address, through the outbox; parts go to the attachment store."""
+    parts = [OutboundPart(c.filename, "image/png", store.attachments.put(c.png), c.content_id, c.alt)
+             for c in rendered.charts]
+    parts.append(OutboundPart(f"tickets-{rendered.report.week}.csv", "text/csv", store.attachments.put(rendered.csv)))
+    desk = Address(config.smtp.from_address, config.smtp.from_name)
+    mails = []
+    for leader in config.team.leadership:
+        mail_id = uuid.uuid4().hex
+        mails.append(OutboundMail(
+            id=mail_id, message_id=f"<report.{rendered.report.week}.{mail_id[:16]}@{desk.domain}>", kind="report",
+            sender=desk, recipients=[leader], to_header=[Address(leader)], subject=rendered.subject,
+            text=rendered.text, html=rendered.html, created_at=now, language=config.report.language,
+            auto_submitted="auto-generated", parts=parts))
+    return mails
+
+
+class WeeklyReportJob:
+    def __init__(self, config: Config, store: TicketStore, renderer: Renderer) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+
+    def due_at(self, week: Week) -> datetime:
+        """When the report of ``week`` is due: the configured weekday and time after it."""
+        rc = self.config.report
+        day = week.end.date() + timedelta(days=WEEKDAYS.index(rc.weekday))
+        return datetime.combine(day, rc.time, rc.timezone)
+
+    def run_due(self, now: datetime | None = None) -> str | None:
+        """Queue the last complete week's report if it is due and not yet sent; returns its week."""
+        now = now or datetime.now(timezone.utc)
+        if not self.config.team.leadership:
+            return None
+        week = Week.last_complete(now, self.config.report.timezone)
+        if now < self.due_at(week):
+            week = week.previous()  # this week's report is not due yet: is last week's still owed?
+            if now < self.due_at(week) or self.store.job_run(JOB, week.label):
+                return None
+        if self.store.job_run(JOB, week.label):
+            return None
+        late = now - self.due_at(week) > LATE_AFTER
+        self.send(week, now, late=late)
+        return week.label
+
+    def send(self, week: Week, now: datetime, *, late: bool = False) -> list[OutboundMail]:
+        report = build_report(self.store, self.config, week)
+        rendered = render_report(report, self.config, self.renderer, late=late)
+        mails = report_mails(rendered, self.config, self.store, now)
+        for mail in mails:
+            self.store.enqueue(mail)
+        self.store.record_job_run(JOB, week.label, at=now, late=late,
+                                  detail=", ".join(self.config.team.leadership))
+        self.store.commit()
+        log.info("weekly report %s queued for %s%s", week.label, ", ".join(self.config.team.leadership),
+                 " (late)" if late else "")
+        return mails
