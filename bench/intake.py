@@ -58,7 +58,9 @@ def preload(store_path: Path, count: int, rng: random.Random) -> list[tuple[str,
             zh = i % 2 == 0
             customer = f"old{i}@cust{i % 97}.example"
             created = now - timedelta(minutes=rng.randint(10, 60 * 24 * 365))
-            stage = STAGES[rng.randrange(len(STAGES))] if i < count - 2000 else "received"
+            # Realistic history: what is older than a month is closed; recent tickets in any stage.
+            old = now - created > timedelta(days=30)
+            stage = "closed" if old else STAGES[rng.randrange(len(STAGES))]
             subject = rng.choice(SUBJECTS_ZH if zh else SUBJECTS_EN)
             ack_id = f"<ack.{tag}.{i:08x}@example.com>"
             text = (BODY_ZH if zh else BODY_EN).format(subject, 1000 + i, i % 30)

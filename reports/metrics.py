@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -328,6 +329,10 @@ def weekly_report(week: Week, tickets: Sequence[Ticket], records: Sequence[Staff
                   plans: Sequence[PlanItem], policy: Policy, now: datetime | None = None) -> WeeklyReport:
     start, end = week.start, week.end
     now = now or end
+    window = week.previous(8).start
+    # Tickets closed before the nine weeks shown, and untouched since, change no figure.
+    tickets = [t for t in tickets if t.created_at < end and not (
+        t.stage == "closed" and t.events and t.events[-1].at < window and t.created_at < window)]
     received = [t for t in tickets if start <= t.created_at < end]
     closed_in_week = [t for t in tickets if any(e.to_stage == "closed" and e.from_stage != "closed"
                                                 and start <= e.at < end for e in t.events)]
@@ -376,16 +381,7 @@ def weekly_report(week: Week, tickets: Sequence[Ticket], records: Sequence[Staff
     for _, score in ratings:
         distribution[score] += 1
 
-    trend = []
-    for back in range(8, -1, -1):
-        w = week.previous(back)
-        trend.append(WeekCounts(
-            w.label,
-            sum(1 for t in tickets if w.start <= t.created_at < w.end),
-            sum(1 for t in tickets if any(e.to_stage == "closed" and e.from_stage != "closed"
-                                          and w.start <= e.at < w.end for e in t.events)),
-            sum(1 for t in tickets if t.created_at < w.end and stage_at(t, w.end) not in (None, "closed")),
-        ))
+    trend = _trend(week, tickets)
 
     scores = _scorecard(week, tickets, records, policy, resolutions, ratings)
     stage_wait = _stage_wait(tickets, start, end)
@@ -418,6 +414,31 @@ def weekly_report(week: Week, tickets: Sequence[Ticket], records: Sequence[Staff
     )
     report.suggestions = _suggestions(report, week, tickets)
     return report
+
+
+def _trend(week: Week, tickets: Sequence[Ticket]) -> list[WeekCounts]:
+    """Received, closed and open at the end of each of the nine weeks, in one pass per ticket."""
+    weeks = [week.previous(back) for back in range(8, -1, -1)]
+    bounds = [w.start for w in weeks] + [weeks[-1].end]
+    received = [0] * 9
+    closed = [0] * 9
+    open_at_end = [0] * 9
+    for t in tickets:
+        i = bisect_right(bounds, t.created_at) - 1
+        if 0 <= i < 9:
+            received[i] += 1
+        stage, events, k = "received", t.events, 0
+        for j, boundary in enumerate(bounds[1:]):
+            while k < len(events) and events[k].at < boundary:
+                e = events[k]
+                if e.to_stage:
+                    if e.to_stage == "closed" and e.from_stage != "closed" and e.at >= bounds[j]:
+                        closed[j] += 1
+                    stage = e.to_stage
+                k += 1
+            if t.created_at < boundary and stage != "closed":
+                open_at_end[j] += 1
+    return [WeekCounts(w.label, received[i], closed[i], open_at_end[i]) for i, w in enumerate(weeks)]
 
 
 def _scorecard(week: Week, tickets, records, policy: Policy, resolutions, ratings) -> list[TechnicianScore]:
@@ -480,10 +501,8 @@ def _suggestions(report: WeeklyReport, week: Week, tickets) -> list[Suggestion]:
     found: list[Suggestion] = []
     # A topic that grew sharply against the four weeks before.
     this_week = Counter(term for t in tickets if week.contains(t.created_at) for term in topics(t.subject))
-    before = Counter()
-    for back in range(1, 5):
-        w = week.previous(back)
-        before.update(term for t in tickets if w.contains(t.created_at) for term in topics(t.subject))
+    earlier = week.previous(4).start
+    before = Counter(term for t in tickets if earlier <= t.created_at < week.start for term in topics(t.subject))
     growing = [(term, n) for term, n in this_week.items() if n >= 3 and n >= 2 * (before[term] / 4) + 1]
     for term, n in sorted(growing, key=lambda x: (-x[1], x[0]))[:2]:
         found.append(Suggestion("growing-topic", {"term": term, "count": n, "average": round(before[term] / 4, 1)}))
