@@ -312,8 +312,9 @@ def recurring_topics(tickets: Iterable[Ticket], minimum: int = 3, limit: int = 5
             groups[tuple(sorted(set(tags)))].append(term)
     found = []
     for tags, terms in groups.items():
-        for term in _join_pairs(terms):
-            found.append(Recurring(term, len(tags), tags))
+        # Words that always come together ("print", "sap") are one problem, shown once.
+        joined = sorted(_join_pairs(terms), key=lambda term: (-len(term), term))
+        found.append(Recurring(" / ".join(joined[:3]), len(tags), tags))
     found.sort(key=lambda r: (-r.count, -len(r.term), r.term))
     # A pair inside a longer recurring term with the same tickets says nothing new.
     kept: list[Recurring] = []
