@@ -84,6 +84,9 @@ class ProcedureConfig:
     first_response_hours: float = 4
     resolution_hours: float = 48
     commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Obey staff commands only when the receiving server vouches for the sender.
+    require_authenticated_staff: bool = False
+    authserv_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ _KNOWN_KEYS = {
     "team": {"supervisor", "leadership", "technicians", "language"},
     "report": {"weekday", "time", "timezone", "language", "show_customer_addresses"},
     "log": {"level", "file"},
+    "security": {"require_authenticated_staff", "authserv_id"},
 }
 
 
@@ -207,6 +211,10 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
                  source: Path | None = None, need_secrets: bool = True) -> Config:
     _check_known_keys(raw)
     r = _Reader(raw)
+    if r.bool("security.require_authenticated_staff", default=False) and \
+            not r.str("security.authserv_id", default=""):
+        raise ConfigError("security.require_authenticated_staff needs security.authserv_id, the name your "
+                          "receiving mail server writes into Authentication-Results")
     if not need_secrets:
         environ = _AnyVariable(environ)
     imap = ImapConfig(
@@ -302,6 +310,8 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
             first_response_hours=r.float("sla.first_response_hours", default=4, minimum=0),
             resolution_hours=r.float("sla.resolution_hours", default=48, minimum=0),
             commands=tuple((k, tuple(v)) for k, v in raw.get("commands", {}).items()),
+            require_authenticated_staff=r.bool("security.require_authenticated_staff", default=False),
+            authserv_id=r.str("security.authserv_id", default=""),
         ),
         log_level=r.choice("log.level", ("debug", "info", "warning", "error"), default="info"),
         log_file=(base_dir / log_file) if log_file and not Path(log_file).is_absolute() else

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from maildesk.daemon import failpoints
 from maildesk.daemon.config import Config
 from maildesk.daemon.mailbox import Fetched, Mailbox
 from maildesk.model import Address, InboundMail
@@ -58,6 +59,8 @@ def context_for(config: Config, renderer: Renderer, now: datetime) -> DeskContex
         max_attachment_bytes=config.tickets.max_attachment_bytes,
         vocabulary=Vocabulary.build(dict(config.procedure.commands)),
         reopen_days=config.procedure.reopen_days,
+        require_authenticated_staff=config.procedure.require_authenticated_staff,
+        authserv_id=config.procedure.authserv_id,
     )
 
 
@@ -155,6 +158,7 @@ class IntakeRunner:
     def _handle_one(self, fetched: Fetched, raw_key: str) -> str:
         started = time.perf_counter()
         mail = parse_mail(fetched.data, max_attachment_bytes=self.config.tickets.max_attachment_bytes)
+        failpoints.on_mail(mail.subject)
         done = self.store.processed(mail.key)
         if done is not None:
             self.store.clear_attempts(raw_key)
@@ -182,7 +186,7 @@ class IntakeRunner:
         now = self.clock()
         ctx = context_for(self.config, self.renderer, now)
         route = decide(mail, self.store, ctx)
-        if route.kind == "new":
+        if route.kind == "new" or (route.kind == "forged" and route.ticket is None):
             number = self.store.allocate_ticket_number()
             acks = self.store.acks_since(mail.sender.email, ack_window_start(now))
             return handle(mail, route, ctx, number=number, tag=self.store.format_tag(number),

@@ -2,6 +2,7 @@
 
     helpdesk -c CONFIG run                   the daemon (SIGTERM/SIGINT: finish the mail in hand, exit 0)
     helpdesk -c CONFIG once                  handle waiting mail, send due mail, exit
+    helpdesk -c CONFIG check                 config, store and both servers: one line each
     helpdesk -c CONFIG tickets list [--json]
     helpdesk -c CONFIG tickets show ID [--json]
     helpdesk -c CONFIG report weekly [--week YYYY-Www] (--json | --out FILE.html | --send)
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     sub.add_parser("once", help="handle waiting mail and due outbox mail, then exit")
+    sub.add_parser("check", help="validate the config and reach the store and both mail servers")
     tickets = sub.add_parser("tickets", help="look at tickets")
     tsub = tickets.add_subparsers(dest="tickets_command", required=True)
     tlist = tsub.add_parser("list", help="all tickets, newest first")
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             return _tickets(config, args)
         if args.command == "report":
             return _report(config, args)
+        if args.command == "check":
+            from maildesk.daemon.check import run_checks
+            return 0 if run_checks(config, print) else EXIT_SERVER
         if args.command == "once":
             return _once(config)
         if args.command == "run":

@@ -78,3 +78,40 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path, dovecot, mailbox,
     with TicketStore(load_config(config).storage_path, readonly=True) as store:
         assert not store.pending_outbound()
         assert all(r.outcome == "ticket" for r in store.processed_records())
+
+
+def test_a_mail_that_kills_the_daemon_is_quarantined_after_three_attempts(tmp_path, dovecot, mailbox, smtp_sink):
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port, notify_unassigned="none")
+    mailbox.deliver_many([customer_mail(f"n{i}@cust.example", f"Normal {i}", "fine") for i in range(10)] +
+                         [customer_mail("evil@cust.example", "POISON pill", "boom")] +
+                         [customer_mail(f"m{i}@cust.example", f"More {i}", "fine") for i in range(10)])
+    env_password = mailbox.password
+    import os
+    import subprocess
+    import sys
+
+    from .desk import REPO, env_for
+    deaths = 0
+    for _ in range(6):
+        env = env_for(env_password)
+        env["MAILDESK_FAILPOINT"] = "kill-on-subject:POISON"
+        proc = subprocess.run([sys.executable, "-m", "maildesk", "-c", str(config), "once"], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode == -signal.SIGKILL:
+            deaths += 1
+            continue
+        assert proc.returncode == 0, proc.stderr
+        break
+    assert deaths == 3, "the poison mail is tried three times, never a fourth"
+    assert mailbox.count("INBOX") == 0 and mailbox.count("Helpdesk/Quarantine") == 1
+    assert mailbox.count("Helpdesk/Processed") == 20
+    listing = tickets(config, password=env_password)
+    assert len(listing) == 20 and "evil@cust.example" not in {t["customer"] for t in listing}
+    # Innocent neighbours were acknowledged exactly once, the poison never.
+    to = sorted(r for m in smtp_sink.messages() for r in m.rcpt_tos)
+    assert len(to) == 20 and len(set(to)) == 20 and "evil@cust.example" not in to
+    with TicketStore(load_config(config).storage_path, readonly=True) as store:
+        [record] = [r for r in store.processed_records() if r.outcome == "quarantined"]
+    assert "stopped the daemon 3 times" in record.reason
+    assert os.environ.get("MAILDESK_FAILPOINT") is None

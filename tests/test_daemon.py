@@ -72,3 +72,23 @@ def test_imap_server_restart_is_survived_with_one_log_line_and_no_secret_logged(
     assert text.count("IMAP connection lost") == 1, text
     assert "reachable again" in text
     assert mailbox.password not in text
+
+
+def test_check_reports_each_part_in_one_line(tmp_path, dovecot, mailbox, smtp_sink):
+    from .desk import helpdesk
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port)
+    proc = helpdesk(config, "check", password=mailbox.password)
+    lines = proc.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["ok", "store"], ["ok", "imap"], ["ok", "smtp"]]
+    assert "IDLE" in lines[1] and "MOVE" in lines[1]
+    smtp_sink.stop()
+    wrong = write_config(tmp_path / "wrong", imap_port=dovecot.port, imap_user=mailbox.username,
+                         imap_password="not-the-password", smtp_port=smtp_sink.port)
+    proc = helpdesk(wrong, "check", password="not-the-password", check=False)
+    assert proc.returncode == 4
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("ok") and lines[1].startswith("FAIL imap") and "refused" in lines[1]
+    assert lines[2].startswith("FAIL smtp") and len(lines) == 3
+    assert "not-the-password" not in proc.stdout + proc.stderr
+    smtp_sink.start()

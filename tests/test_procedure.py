@@ -333,3 +333,38 @@ def test_priority_and_every_template_renders_in_both_languages():
     assert desk.tickets[1].priority == "urgent"
     renderer = Renderer()
     assert renderer.keys("zh") == renderer.keys("en")
+
+
+AUTH_OK = ["mx.example.com; dkim=pass header.d=example.com header.s=sel; dmarc=pass header.from=example.com"]
+
+
+def test_forged_staff_mail_is_not_obeyed_and_the_supervisor_is_told():
+    desk = Desk()
+    desk.receive(CUSTOMER, "x", "VPN")
+    notify = sent_to(desk, "alice@example.com", "notify")[-1]
+    secure = dict(require_authenticated_staff=True, authserv_id="mx.example.com")
+
+    def staff_mail(text, results):
+        desk.now += timedelta(minutes=1)
+        mail = InboundMail(key=f"f{len(desk.sent)}", message_id=f"<f{len(desk.sent)}@x>",
+                           sender=Address("alice@example.com"), subject=f"Re: {notify.subject}", text=text,
+                           in_reply_to=[notify.message_id], auth_results=results)
+        ctx = desk.ctx(**secure)
+        effects = handle(mail, decide(mail, desk, ctx), ctx, number=len(desk.tickets) + 1,
+                         tag=f"TS-{len(desk.tickets) + 1:06d}")
+        desk.tickets[effects.ticket.number] = effects.ticket
+        desk.sent += effects.outbound
+        return effects
+
+    # No results, results from another server, or a failing DKIM: all forged.
+    for results in ([], ["evil.example; dkim=pass header.d=example.com"],
+                    ["mx.example.com; dkim=fail header.d=example.com; dmarc=fail header.from=example.com"]):
+        effects = staff_mail("#close done\nLessons: none", results)
+        assert effects.outcome == "forged" and desk.stage() == "received"
+        assert [m.recipients for m in effects.outbound] == [["lead@example.com"]]
+        assert "未通过验证" in effects.outbound[0].text
+        assert desk.tickets[1].events[-1].kind == "forged-staff-mail"
+    assert not sent_to(desk, CUSTOMER, "relay") and not sent_to(desk, CUSTOMER, "closed")
+    # Verified by the receiving server: obeyed.
+    staff_mail("#诊断 马上处理", AUTH_OK)
+    assert desk.stage() == "diagnosing"

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from maildesk.model import InboundMail
+from maildesk.parsers.auth import is_authenticated
 from maildesk.workflow.intake import (DeskContext, Effects, open_ticket, record_bounce, record_machine_mail)
 from maildesk.workflow.procedure import (apply_customer_reply, apply_staff_reply, has_commands,
-                                         reject_without_ticket)
+                                         record_forged_staff_mail, reject_without_ticket)
 from maildesk.workflow.route import Route, TicketLookup, route_mail
 
 STAFF_ROLES = ("technician", "supervisor", "leadership")
@@ -20,13 +21,18 @@ STAFF_ROLES = ("technician", "supervisor", "leadership")
 
 def decide(mail: InboundMail, lookup: TicketLookup, ctx: DeskContext) -> Route:
     route = route_mail(mail, lookup, ctx.directory)
+    if route.kind == "new" and route.role in STAFF_ROLES and has_commands(mail, ctx):
+        route = Route("directive", route.role)
+    if route.role in STAFF_ROLES and route.kind in ("staff-reply", "directive", "new", "follow-up") and \
+            ctx.require_authenticated_staff and \
+            not is_authenticated(mail.sender.email, mail.auth_results, ctx.authserv_id):
+        # A staff address whose mail the receiving server could not verify: no command is obeyed.
+        return Route("forged", "customer", ticket=route.ticket, reason="staff address not authenticated")
     if route.kind == "follow-up" and route.ticket.stage == "closed":
         closed = next((e.at for e in reversed(route.ticket.events) if e.to_stage == "closed"), None)
         if closed is None or ctx.now - closed > timedelta(days=ctx.reopen_days):
             return Route("new", route.role, reason=f"continues closed ticket {route.ticket.tag}",
                          linked_to=route.ticket.tag)
-    if route.kind == "new" and route.role in STAFF_ROLES and has_commands(mail, ctx):
-        return Route("directive", route.role)
     return route
 
 
@@ -44,6 +50,8 @@ def handle(mail: InboundMail, route: Route, ctx: DeskContext, *, number: int | N
         return apply_staff_reply(mail, route.ticket, route.role, ctx)
     if route.kind == "directive":
         return reject_without_ticket(mail, route.role, ctx)
+    if route.kind == "forged":
+        return record_forged_staff_mail(mail, route.ticket, ctx, number=number, tag=tag)
     if route.kind == "machine":
         return record_machine_mail(mail, route, ctx)
     if route.kind == "bounce":

@@ -33,6 +33,8 @@ class DeskContext:
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     vocabulary: Vocabulary = field(default_factory=Vocabulary.build)
     reopen_days: float = 14
+    require_authenticated_staff: bool = False
+    authserv_id: str = ""
 
     def message_id(self, kind: str, tag: str | None) -> str:
         label = f"{kind}.{tag}" if tag else kind

@@ -436,3 +436,38 @@ def _sla_alert(ticket: Ticket, ctx: DeskContext, which: str, hours: float) -> li
         recipients=[r], to_header=[Address(r)], subject=tagged_subject(ticket.tag, ticket.subject), text=text,
         created_at=ctx.now, ticket=ticket.tag, reply_to=ctx.desk.email, language=lang,
         auto_submitted="auto-generated") for r in recipients]
+
+
+# -- mail from a staff address that the receiving server did not vouch for ----------------
+
+def record_forged_staff_mail(mail: InboundMail, ticket: Ticket | None, ctx: DeskContext, *,
+                             number: int | None = None, tag: str | None = None) -> Effects:
+    """Kept as a customer's message (on the ticket it refers to, or a new ticket); no command
+    is obeyed, nothing is relayed, and the supervisor is told."""
+    from maildesk.workflow.intake import open_ticket
+
+    if ticket is not None:
+        ticket = _copy(ticket)
+        inbound, blobs = _inbound_message(mail, ctx, kind="forged", internal=True)
+        ticket.messages.append(inbound)
+        _remember_ids(ticket, mail)
+        ticket.events.append(Event(ctx.now, mail.sender.email, "forged-staff-mail", ticket.stage, ticket.stage,
+                                   "Authentication-Results: no DKIM/DMARC pass"))
+        effects = Effects("forged", ticket=ticket, blobs=blobs, reason="staff address not authenticated")
+    else:
+        effects = open_ticket(mail, number, tag, ctx, note="staff address not authenticated")
+        effects.outcome = "forged"
+        ticket = effects.ticket
+    d = ctx.directory
+    if d.supervisor:
+        lang = ctx.staff_language
+        text = ctx.renderer.render("forged_alert", lang, sender=mail.sender.email, subject=mail.subject,
+                                   tag=ticket.tag, message_id=mail.message_id or "-",
+                                   results=mail.auth_results or ["-"])
+        effects.outbound.append(OutboundMail(
+            id=ctx.new_id(), message_id=ctx.message_id("alert", ticket.tag), kind="alert", sender=ctx.desk,
+            recipients=[d.supervisor], to_header=[Address(d.supervisor)],
+            subject=tagged_subject(ticket.tag, ticket.subject), text=text, created_at=ctx.now, ticket=ticket.tag,
+            language=lang, auto_submitted="auto-generated"))
+        _record_outbound(ticket, effects.outbound[-1:])
+    return effects

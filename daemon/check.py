@@ -1,0 +1,75 @@
+"""``helpdesk check``: is this configuration usable?  One line per part, exit 0 only if all are."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiosmtplib
+
+from maildesk.daemon.config import Config
+from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable, tls_context
+from maildesk.storage.journal import StoreError
+from maildesk.storage.store import TicketStore
+
+
+def run_checks(config: Config, out: Callable[[str], None]) -> bool:
+    results = [_check_store(config), _check_imap(config), _check_smtp(config)]
+    for ok, part, text in results:
+        out(f"{'ok  ' if ok else 'FAIL'} {part:<6} {text}")
+    return all(ok for ok, _, _ in results)
+
+
+def _check_store(config: Config) -> tuple[bool, str, str]:
+    try:
+        with TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=True) as store:
+            count = store.ticket_count()
+    except StoreError as exc:
+        return False, "store", str(exc)
+    parent = config.storage_path.parent
+    while not parent.exists():
+        parent = parent.parent
+    import os
+
+    if not os.access(parent, os.W_OK):
+        return False, "store", f"{parent} is not writable by this user"
+    return True, "store", f"{config.storage_path}: {count} tickets"
+
+
+def _check_imap(config: Config) -> tuple[bool, str, str]:
+    c = config.imap
+    mailbox = Mailbox(c)
+    try:
+        mailbox.connect()
+        waiting = len(mailbox.waiting_uids())
+        caps = [cap for cap in ("IDLE", "MOVE", "UIDPLUS") if mailbox.client.has_capability(cap)]
+    except MailboxUnavailable as exc:
+        return False, "imap", str(exc)
+    except CONNECTION_ERRORS as exc:
+        return False, "imap", f"{c.host}:{c.port}: {' '.join(str(exc).split())}"
+    finally:
+        mailbox.close()
+    return True, "imap", (f"{c.username}@{c.host}:{c.port} ({c.security}): {c.folder} has {waiting} waiting; "
+                          f"server offers {' '.join(caps) or 'no IDLE/MOVE (polling, copy+expunge)'}")
+
+
+def _check_smtp(config: Config) -> tuple[bool, str, str]:
+    c = config.smtp
+
+    async def probe() -> str:
+        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, timeout=c.timeout_seconds,
+                                 use_tls=c.security == "ssl", start_tls=True if c.security == "starttls" else False,
+                                 tls_context=tls_context(c.ca_file) if c.security != "none" else None)
+        await client.connect()
+        try:
+            if c.username:
+                await client.login(c.username, c.password)
+            await client.noop()
+        finally:
+            await client.quit()
+        return "login ok" if c.username else "no login configured"
+
+    try:
+        text = asyncio.run(probe())
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        return False, "smtp", f"{c.host}:{c.port}: {' '.join(str(exc).split())}"
+    return True, "smtp", f"{c.host}:{c.port} ({c.security}): {text}; mail leaves as {c.from_address}"
