@@ -134,7 +134,9 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random) -> 
     try:
         config = write_config(workdir, imap_port=dovecot.port, imap_user=account.username,
                               imap_password=account.password, smtp_port=sink.port, notify_unassigned="none",
-                              ack_limit_per_hour=1000, extra="")
+                              ack_limit_per_hour=1000,
+                              # The pre-loaded history is old: its SLA alerts went out long ago.
+                              extra="[sla]\nfirst_response_hours = 100000\nresolution_hours = 100000\n")
         text = config.read_text().replace("batch_size = 25", "batch_size = 100")
         config.write_text(text)
         store_path = workdir / "var" / "helpdesk.json"
@@ -152,7 +154,7 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random) -> 
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if proc.returncode != 0:
             raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
-        handled = [float(ms) for ms in re.findall(r"\(([\d.]+) ms\)$", proc.stderr, re.MULTILINE)]
+        handled = [float(ms) for ms in re.findall(r" ms=([\d.]+)", proc.stderr)]
         acks = len(sink.messages())
         size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
         return {

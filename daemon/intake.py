@@ -175,11 +175,11 @@ class IntakeRunner:
         self._apply(effects, mail, now)
         self.store.clear_attempts(raw_key)
         outcome = "quarantined" if effects.outcome == "quarantined" else effects.outcome
-        log.info("mail %s from %s -> %s %s%s (%.1f ms)", mail.message_id or mail.key,
-                 mail.sender.email if mail.sender else "?", outcome,
-                 effects.ticket.tag if effects.ticket else "-",
-                 f" [{effects.reason}]" if effects.reason else "",
-                 (time.perf_counter() - started) * 1000)
+        # One line per mail, key=value, for grep and log shippers alike.
+        log.info("mail message_id=%s from=%s outcome=%s ticket=%s ms=%.1f%s", mail.message_id or mail.key,
+                 mail.sender.email if mail.sender else "-", outcome,
+                 effects.ticket.tag if effects.ticket else "-", (time.perf_counter() - started) * 1000,
+                 f' reason="{effects.reason}"' if effects.reason else "")
         return outcome
 
     def _effects_for(self, mail: InboundMail) -> Effects:
@@ -202,7 +202,7 @@ class IntakeRunner:
     def _quarantine(self, fetched: Fetched, raw_key: str, reason: str, *, key: str | None = None) -> str:
         self.store.record_processed(key or raw_key, "quarantined", ticket=None, reason=reason, at=self.clock())
         self.store.clear_attempts(raw_key)
-        log.warning("mail uid %s (%s) quarantined: %s", fetched.uid, key or raw_key, reason)
+        log.warning('mail message_id=%s uid=%s outcome=quarantined reason="%s"', key or raw_key, fetched.uid, reason)
         return "quarantined"
 
 

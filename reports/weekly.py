@@ -18,7 +18,6 @@ from datetime import datetime, timedelta, timezone
 
 from maildesk.daemon.config import Config
 from maildesk.model import Address, OutboundMail, OutboundPart
-from maildesk.reports.charts import Chart, render_charts
 from maildesk.reports.metrics import Policy, Week, WeeklyReport, first_response, resolution_events, weekly_report
 from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
@@ -56,7 +55,7 @@ class RenderedReport:
     subject: str
     text: str
     html: str
-    charts: list[Chart]
+    charts: list  # of reports.charts.Chart
     csv: bytes
 
 
@@ -76,9 +75,12 @@ def render_report(report: WeeklyReport, config: Config, renderer: Renderer, *, l
                    for s in report.suggestions]
     common = dict(r=report, period=period, late=late, mask=mask, names=names, stage_names=stage_names,
                   suggestions=suggestions)
+    # matplotlib loads in about half a second: only when a report is rendered, not at start-up.
+    from maildesk.reports.charts import render_charts
+
     charts = render_charts(report, lang, renderer)
 
-    def image_src(chart: Chart) -> str:
+    def image_src(chart) -> str:
         if inline_images:
             return "data:image/png;base64," + base64.b64encode(chart.png).decode("ascii")
         return f"cid:{chart.content_id}"

@@ -277,6 +277,10 @@ class _SinkHandler:
                             message_from_bytes(data, policy=default_policy))
         with self.sink.lock:
             self.sink.received.append(received)
+        if self.sink.on_receive is not None:
+            # e.g. an auto-responder answering into the desk's mailbox (blocking IMAP: off the loop)
+            import asyncio
+            await asyncio.get_running_loop().run_in_executor(None, self.sink.on_receive, received)
         return "250 Message accepted for delivery"
 
 
@@ -292,6 +296,7 @@ class SmtpSink:
         self.reject_with: str | None = None
         self.refuse_recipients: set[str] = set()
         self.delay_seconds = 0.0
+        self.on_receive = None  # callable(Received), run after a message is accepted
         self._controller: Controller | None = None
 
     def start(self) -> "SmtpSink":
