@@ -155,10 +155,12 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random) -> 
         if proc.returncode != 0:
             raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
         handled = [float(ms) for ms in re.findall(r" ms=([\d.]+)", proc.stderr)]
+        fetch_to_send = float(re.search(r"([\d.]+) s from first fetch to last send", proc.stderr).group(1))
         acks = len(sink.messages())
         size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
         return {
-            "tickets": tickets, "mails": mails, "seconds": elapsed, "rate": mails / elapsed,
+            "tickets": tickets, "mails": mails, "seconds": elapsed, "rate": mails / fetch_to_send,
+            "process_rate": mails / elapsed, "fetch_to_send": fetch_to_send,
             "median_ms": statistics.median(handled) if handled else float("nan"),
             "p95_ms": statistics.quantiles(handled, n=20)[18] if len(handled) >= 20 else float("nan"),
             "rss_mb": max(peak_kb, before) / 1024, "store_mb": size / 2**20, "acks": acks,
@@ -180,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     dovecot = Dovecot().start()
     try:
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
-        print(f"{'stored':>8} {'mails':>6} {'seconds':>8} {'mails/s':>8} {'median ms':>10} {'p95 ms':>8} "
-              f"{'peak RSS MB':>12} {'store MB':>9} {'sent':>6}")
+        print("mails/s: from the daemon's first fetch until the SMTP server accepted the last mail; "
+              "process: the same including start-up and loading the store")
+        print(f"{'stored':>8} {'mails':>6} {'seconds':>8} {'mails/s':>8} {'process':>8} {'median ms':>10} "
+              f"{'p95 ms':>8} {'peak RSS MB':>12} {'store MB':>9} {'sent':>6}")
         for tickets in sizes:
             r = run_case(dovecot, mails, tickets, rng)
-            print(f"{r['tickets']:>8} {r['mails']:>6} {r['seconds']:>8.2f} {r['rate']:>8.0f} {r['median_ms']:>10.2f} "
+            print(f"{r['tickets']:>8} {r['mails']:>6} {r['fetch_to_send']:>8.2f} {r['rate']:>8.0f} "
+                  f"{r['process_rate']:>8.0f} {r['median_ms']:>10.2f} "
                   f"{r['p95_ms']:>8.2f} {r['rss_mb']:>12.0f} {r['store_mb']:>9.1f} {r['acks']:>6}", flush=True)
     finally:
         dovecot.stop()

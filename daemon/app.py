@@ -40,6 +40,8 @@ class RunSummary:
     sent: int = 0
     deferred: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    # From the first fetch to the last server reply of the run (monotonic seconds).
+    seconds: float = 0.0
 
     def add(self, batch: BatchResult) -> None:
         self.handled += batch.handled
@@ -101,9 +103,11 @@ class Desk:
         """Handle every waiting mail, run due timers, send every due outbox entry, then return."""
         summary = RunSummary()
         self.mailbox.connect()
+        started = time.monotonic()
         self.drain_inbox(summary)
         self.run_jobs()
         self.deliver_outbox(summary)
+        summary.seconds = time.monotonic() - started
         return summary
 
     # -- the daemon -----------------------------------------------------------------------

@@ -65,6 +65,7 @@ class SmtpConfig:
     retry_max_minutes: float = 60.0
     max_attempts: int = 12
     ca_file: str | None = None
+    connections: int = 3
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ _KNOWN_KEYS = {
              "processed_folder", "quarantine_folder", "batch_size", "idle", "poll_seconds", "timeout_seconds",
              "ca_file"},
     "smtp": {"host", "port", "security", "allow_insecure", "username", "password", "password_env",
-             "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file"},
+             "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file",
+             "connections"},
     "storage": {"path"},
     "tickets": {"prefix", "max_message_mb", "max_attachment_mb", "ack_limit_per_hour", "notify_unassigned",
                 "reopen_days"},
@@ -246,6 +248,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         retry_max_minutes=r.float("smtp.retry_max_minutes", default=60.0, minimum=0.01),
         max_attempts=r.int("smtp.max_attempts", default=12, minimum=1),
         ca_file=r.str("smtp.ca_file", default=None),
+        connections=r.int("smtp.connections", default=3, minimum=1, maximum=20),
     )
     _check_transport("smtp", smtp.host, smtp.security, r.bool("smtp.allow_insecure", default=False))
     storage_path = Path(r.str("storage.path", default="var/helpdesk.json"))

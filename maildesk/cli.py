@@ -129,9 +129,10 @@ def _once(config) -> int:
         except CONNECTION_ERRORS as exc:
             return _fail(f"imap: connection lost: {exc}", EXIT_SERVER)
         logging.getLogger("maildesk.daemon").info(
-            "once: %d mail(s) handled (%s), %d quarantined, %d sent, %d waiting for retry",
-            summary.handled, ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())) or "none",
-            summary.quarantined, summary.sent, summary.deferred)
+            "once: %d mail(s) handled (%s), %d quarantined, %d sent, %d waiting for retry; %.3f s from first "
+            "fetch to last send", summary.handled,
+            ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())) or "none",
+            summary.quarantined, summary.sent, summary.deferred, summary.seconds)
         if desk.sender.unreachable:
             return _fail(f"smtp: {desk.sender.unreachable}; the mail stays in the outbox", EXIT_SERVER)
     return 0

@@ -22,7 +22,7 @@ SUPERVISOR = "lead@example.com"
 
 def write_config(directory: Path, *, imap_port: int, imap_user: str, imap_password: str,
                  smtp_port: int, extra: str = "", support: str = SUPPORT, leadership: tuple[str, ...] = (),
-                 **tickets) -> Path:
+                 smtp_connections: int = 3, **tickets) -> Path:
     """A config for the loopback servers; the IMAP password comes from the environment.
 
     Leadership is empty unless asked for: otherwise every test's first run would
@@ -49,6 +49,7 @@ security = "none"
 from_address = "{support}"
 from_name = "IT Service Desk"
 retry_max_minutes = 0.02
+connections = {smtp_connections}
 
 [storage]
 path = "var/helpdesk.json"
