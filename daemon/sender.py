@@ -61,7 +61,7 @@ def _build_plain(mail: OutboundMail) -> Message:
     if mail.reply_to:
         msg["Reply-To"] = _formatted(mail.reply_to, mail.sender.name)
     subject = header_safe(mail.subject)
-    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
+    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject")
     _common_headers(msg, mail)
     return msg
 

@@ -305,6 +305,8 @@ port = {smtp_port}
 security = "none"
 from_address = "{support}"
 from_name = "IT Service Desk"
+# One connection keeps the story on the console in the order it happened.
+connections = 1
 
 [storage]
 path = "var/helpdesk.json"

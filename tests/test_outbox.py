@@ -61,6 +61,7 @@ def store(tmp_path):
 
 
 def sender_for(sink, store, **kw) -> OutboxSender:
+    kw.setdefault("connections", 1)
     config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
                         from_name="Desk", timeout_seconds=5, **kw)
     return OutboxSender(config, store)
@@ -147,3 +148,29 @@ def test_unreachable_server_defers_everything(store):
         sender.close()
     assert "cannot reach SMTP server" in sender.unreachable
     assert store.outbound("o1").status == "pending" and store.outbound("o1").attempts == 1
+
+
+def test_parallel_connections_keep_each_recipients_order(store, smtp_sink):
+    for i in range(30):
+        store.enqueue(outbound(i, recipients=[f"c{i % 4}@cust.example"], to_header=[],
+                               subject=f"mail {i:02d}"))
+    store.commit()
+    sender = sender_for(smtp_sink, store, connections=3)
+    try:
+        assert sender.deliver_due() == (30, 0)
+    finally:
+        sender.close()
+    for r in range(4):
+        subjects = [m.message["Subject"] for m in smtp_sink.messages() if m.rcpt_tos == [f"c{r}@cust.example"]]
+        assert subjects == sorted(subjects) and len(subjects) in (7, 8)
+
+
+@pytest.mark.parametrize("subject", [
+    "[TS-000002] 邮箱容量已满，无法收信",
+    "[TS-000002] " + "很长的主题需要折行" * 12,
+    "[TS-000002] plain ASCII " + "word " * 30,
+    "[TS-000002] Drucker im Büro — Grüße",
+])
+def test_subjects_survive_encoding_and_folding_exactly(subject):
+    raw = build_message(outbound(subject=subject)).as_bytes()
+    assert message_from_bytes(raw, policy=default_policy)["Subject"] == subject.strip()
