@@ -52,7 +52,7 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1
@@ -83,7 +83,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service pop3-login {{
@@ -154,10 +155,15 @@ class Dovecot:
 
     host = "127.0.0.1"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="maildesk-dovecot-"))
         os.chmod(self.root, 0o755)
         self.port = 0
+        # With tls=True: IMAPS on tls_port and STARTTLS on port, with a certificate for
+        # 127.0.0.1 signed by a private CA (ca_path) that no system trusts.
+        self.tls = tls
+        self.tls_port = 0
+        self.ca_path = self.root / "ca.pem"
         self._proc: subprocess.Popen | None = None
         self._pool: list[tuple[str, str]] = []
 
@@ -178,9 +184,16 @@ class Dovecot:
         (self.root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self._pool))
         os.chmod(self.root / "passwd", 0o644)
         last_error = ""
+        ssl = "ssl = no"
+        if self.tls:
+            self._make_certificates()
+            ssl = (f"ssl = yes\nssl_cert = <{self.root}/server.pem\nssl_key = <{self.root}/server.key\n"
+                   "ssl_min_protocol = TLSv1.2")
         for _ in range(5):
             self.port = free_port()
-            (self.root / "dovecot.conf").write_text(_CONF.format(root=self.root, port=self.port, uid=uid, gid=gid))
+            self.tls_port = free_port() if self.tls else 0
+            (self.root / "dovecot.conf").write_text(_CONF.format(root=self.root, port=self.port, uid=uid, gid=gid,
+                                                                 ssl=ssl, tls_port=self.tls_port))
             self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.monotonic() + timeout
@@ -196,6 +209,19 @@ class Dovecot:
                     time.sleep(0.05)
             self.stop(cleanup=False)
         raise RuntimeError(f"dovecot did not start: {last_error}\n{self.log_tail}")
+
+    def _make_certificates(self) -> None:
+        def run(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.root)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=maildesk test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+            "-out", "server.csr")
+        (self.root / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+        os.chmod(self.root / "server.key", 0o644)  # read by dovecot's own processes
 
     def add_user(self) -> MailAccount:
         """A fresh mailbox, from accounts written before the server started.

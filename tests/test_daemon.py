@@ -92,3 +92,36 @@ def test_check_reports_each_part_in_one_line(tmp_path, dovecot, mailbox, smtp_si
     assert lines[2].startswith("FAIL smtp") and len(lines) == 3
     assert "not-the-password" not in proc.stdout + proc.stderr
     smtp_sink.start()
+
+
+@pytest.fixture(scope="module")
+def tls_dovecot():
+    from .mailservers import Dovecot
+    server = Dovecot(tls=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, smtp_sink, security):
+    from .desk import helpdesk
+    account = tls_dovecot.add_user()
+    port = tls_dovecot.tls_port if security == "ssl" else tls_dovecot.port
+
+    def config(name, extra_imap):
+        path = write_config(tmp_path / name, imap_port=port, imap_user=account.username,
+                            imap_password=account.password, smtp_port=smtp_sink.port)
+        path.write_text(path.read_text().replace('security = "none"\nusername',
+                                                 f'security = "{security}"\n{extra_imap}username', 1))
+        return path
+
+    trusted = config("trusted", f'ca_file = "{tls_dovecot.ca_path}"\n')
+    proc = helpdesk(trusted, "check", password=account.password)
+    assert proc.stdout.splitlines()[1].startswith(f"ok   imap") and f"({security})" in proc.stdout
+    # The same server without its CA: the certificate is refused, never silently accepted.
+    untrusted = config("untrusted", "")
+    proc = helpdesk(untrusted, "check", password=account.password, check=False)
+    assert proc.returncode == 4 and "CERTIFICATE_VERIFY_FAILED" in proc.stdout.splitlines()[1]
+    account.deliver(customer_mail("tls@cust.example", "Over TLS", "hello"))
+    helpdesk(trusted, "once", password=account.password)
+    assert ["tls@cust.example"] in [m.rcpt_tos for m in smtp_sink.messages()]
