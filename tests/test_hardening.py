@@ -170,7 +170,7 @@ def test_clock_jumps_do_not_multiply_reminders():
 _CORPUS = [p.read_bytes() for p in sorted(CORPUS.glob("*.eml"))]
 
 
-@settings(max_examples=400, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=3000),
                  st.tuples(st.sampled_from(_CORPUS), st.integers(0, 4000), st.binary(max_size=40)).map(
                      lambda t: t[0][:t[1]] + t[2] + t[0][t[1]:])))

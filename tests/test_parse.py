@@ -760,7 +760,7 @@ def mutated_corpus_mail(draw):
 
 
 @given(st.one_of(st.binary(max_size=3000), mutated_corpus_mail()))
-@settings(max_examples=300, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])
 def test_parse_mail_never_raises_on_random_and_mutated_input(raw):
     parsed = parse_mail(raw, max_text_chars=5000)
     assert isinstance(parsed, InboundMail)
