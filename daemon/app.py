@@ -31,6 +31,7 @@ BACKOFF_MAX_SECONDS = 60.0
 # store (a week without a sent report, a ticket without its reminder event),
 # never from this interval, so restarts and clock jumps cannot double anything.
 JOBS_EVERY_SECONDS = 30
+HOUSEKEEPING_EVERY_SECONDS = 6 * 3600
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Desk:
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(JOBS_EVERY_SECONDS).seconds.do(self.run_jobs)
+        self.scheduler.every(HOUSEKEEPING_EVERY_SECONDS).seconds.do(self.housekeeping)
 
     def close(self) -> None:
         self.mailbox.close()
@@ -99,6 +101,13 @@ class Desk:
         self.timers.run_due()
         self.weekly_report.run_due(self.clock())
 
+    def housekeeping(self) -> None:
+        removed = self.store.prune(self.clock())
+        self.store.commit()
+        if any(removed.values()):
+            log.info("housekeeping: forgot %(processed)d processed mail keys, %(outbox)d sent outbox entries, "
+                     "%(acks)d quiet senders' counters", removed)
+
     def run_once(self) -> RunSummary:
         """Handle every waiting mail, run due timers, send every due outbox entry, then return."""
         summary = RunSummary()
@@ -116,6 +125,7 @@ class Desk:
         backoff = BACKOFF_START_SECONDS
         outage: str | None = None
         self.run_jobs()  # a report or reminder missed while the daemon was down goes out now
+        self.housekeeping()
         while not should_stop():
             try:
                 if not self.mailbox.connected:

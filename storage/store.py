@@ -251,6 +251,42 @@ class TicketStore:
         else:
             self._acks.upsert(Document(doc, doc_id=doc_id))
 
+    # -- housekeeping ------------------------------------------------------------------
+    def prune(self, now: datetime, *, processed_days: float = 30, sent_days: float = 7,
+              acks_days: float = 1) -> dict[str, int]:
+        """Forget what can no longer matter, so the store does not grow with every mail ever seen.
+
+        * processed mail keys: a mail has long left the inbox after ``processed_days``;
+        * sent or failed outbox entries: their text is on the ticket already;
+        * acknowledgement counters of senders quiet for a day.
+        """
+        removed = {"processed": 0, "outbox": 0, "acks": 0}
+        cutoff = dt_out(now - timedelta(days=processed_days))
+        old = [(doc["key"], int(i)) for i, doc in self._raw("processed").items() if doc["at"] < cutoff]
+        if old:
+            self._processed.remove(doc_ids=[i for _, i in old])
+            for key, _ in old:
+                self._processed_ids.pop(key, None)
+        removed["processed"] = len(old)
+        cutoff = dt_out(now - timedelta(days=sent_days))
+        done = [(doc["id"], doc["message_id"], int(i)) for i, doc in self._raw("outbox").items()
+                if doc["status"] != "pending" and (doc.get("sent_at") or doc["created_at"]) < cutoff]
+        if done:
+            self._outbox.remove(doc_ids=[i for *_, i in done])
+            for mail_id, message_id, _ in done:
+                self._outbox_ids.pop(mail_id, None)
+                self._outbox_by_message_id.pop(message_id, None)
+        removed["outbox"] = len(done)
+        cutoff = dt_out(now - timedelta(days=acks_days))
+        quiet = [(doc["sender"], int(i)) for i, doc in self._raw("acks").items()
+                 if not doc["times"] or doc["times"][-1] < cutoff]
+        if quiet:
+            self._acks.remove(doc_ids=[i for _, i in quiet])
+            for sender, _ in quiet:
+                self._ack_ids.pop(sender, None)
+        removed["acks"] = len(quiet)
+        return removed
+
     # -- outbox ---------------------------------------------------------------------------
     def enqueue(self, mail: OutboundMail) -> None:
         if mail.id in self._outbox_ids:

@@ -172,3 +172,12 @@ def test_machine_mail_is_never_answered():
     m = mail(machine="auto-reply", machine_reason="X-Autoreply")
     effects = handle(m, route_mail(m, FakeLookup(), DIRECTORY), ctx())
     assert effects.outcome == "ignored" and effects.outbound == [] and effects.ticket is None
+
+
+def test_bounce_of_a_forgotten_outbox_entry_still_lands_on_its_ticket():
+    m = mail(sender="mailer-daemon@mx.example.com", machine="bounce",
+             bounced_message_ids=["<ack.TS-000017.1@example.com>"], bounced_recipients=["x@customer.example"])
+    route = route_mail(m, FakeLookup([ticket()]), DIRECTORY)
+    assert route.kind == "bounce" and route.ticket.number == 17 and route.bounced == ()
+    effects = handle(m, route, ctx())
+    assert effects.ticket.events[-1].kind == "delivery-failed" and "x@customer.example" in effects.ticket.events[-1].detail

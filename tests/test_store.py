@@ -196,3 +196,25 @@ def test_attempts_and_ack_counts(path):
         store.clear_attempts("raw")
         store.commit()
         assert store.attempts("raw") == 0
+
+
+def test_prune_forgets_old_processed_keys_sent_mail_and_quiet_senders(path):
+    with TicketStore(path) as store:
+        store.record_processed("old", "ticket", ticket="TS-000001", reason="", at=NOW - timedelta(days=40))
+        store.record_processed("new", "ticket", ticket="TS-000002", reason="", at=NOW - timedelta(days=2))
+        for i, (status, age) in enumerate([("sent", 10), ("sent", 1), ("pending", 30), ("failed", 9)]):
+            mail = make_outbound(i)
+            mail.status, mail.created_at = status, NOW - timedelta(days=age)
+            store.enqueue(mail)
+        store.record_ack("quiet@x.example", NOW - timedelta(days=3))
+        store.record_ack("busy@x.example", NOW - timedelta(hours=2))
+        store.commit()
+        assert store.prune(NOW) == {"processed": 1, "outbox": 2, "acks": 1}
+        store.commit()
+    with TicketStore(path) as store:
+        assert store.processed("old") is None and store.processed("new") is not None
+        assert sorted(m.id for m in store.outbox()) == ["o1", "o2"]
+        assert [m.id for m in store.pending_outbound()] == ["o2"]
+        assert store.outbound_by_message_id("<ack.0@desk.example>") is None
+        assert store.acks_since("busy@x.example", NOW - timedelta(days=1)) == 1
+        assert store.prune(NOW) == {"processed": 0, "outbox": 0, "acks": 0}

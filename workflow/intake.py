@@ -113,6 +113,10 @@ def record_bounce(mail: InboundMail, route: Route, ctx: DeskContext) -> Effects:
                                    from_stage=ticket.stage, to_stage=ticket.stage,
                                    detail=f"{out.kind} {out.message_id} to {', '.join(out.recipients)}: "
                                           f"{detail}"))
+    if not route.bounced:  # the outbox entry was already forgotten
+        ticket.events.append(Event(at=ctx.now, actor=mail.sender.email, kind="delivery-failed",
+                                   from_stage=ticket.stage, to_stage=ticket.stage,
+                                   detail=f"{' '.join(mail.bounced_message_ids)}: {detail}"))
     inbound, blobs = _inbound_message(mail, ctx, kind="machine", internal=True)
     ticket.messages.append(inbound)
     return Effects("bounce", ticket=ticket, outbox_updates=failed, blobs=blobs, reason=detail)

@@ -102,6 +102,13 @@ def route_mail(mail: InboundMail, lookup: TicketLookup, directory: Directory) ->
                 ticket = lookup.get_ticket(number) if number is not None else None
                 if ticket:
                     break
+        if ticket is None:
+            # The outbox entry may be long forgotten; the ticket still knows its mail's Message-ID.
+            for mid in mail.bounced_message_ids:
+                number = lookup.ticket_for_message_id(mid)
+                if number is not None:
+                    ticket = lookup.get_ticket(number)
+                    break
         return Route("bounce", "machine", ticket=ticket, bounced=bounced,
                      reason=mail.machine_reason or "delivery status notification")
 
