@@ -160,10 +160,10 @@ class TicketStore:
     def ticket_count(self) -> int:
         return len(self._raw("tickets"))
 
-    def open_tickets(self) -> Iterator[Ticket]:
+    def open_tickets(self, *, with_messages: bool = True) -> Iterator[Ticket]:
         for doc in list(self._raw("tickets").values()):
             if doc["stage"] != "closed":
-                yield ticket_from_doc(doc)
+                yield ticket_from_doc(doc, with_messages=with_messages)
 
     # -- supervisor's plan items and staff records -------------------------------------
     def add_plan(self, item: PlanItem) -> None:

@@ -183,5 +183,9 @@ def test_feedback_reminder_is_sent_once_across_runs(tmp_path, dovecot, mailbox, 
         time.sleep(2)
     reminders = [m for m in smtp_sink.messages() if m.message["Message-ID"].startswith("<reminder.")]
     assert len(reminders) == 1 and reminders[0].rcpt_tos == ["wang@cust.example"]
-    kinds = [e["kind"] for e in ticket(config, "TS-000001", password=mailbox.password)["events"]]
+    shown = ticket(config, "TS-000001", password=mailbox.password)
+    kinds = [e["kind"] for e in shown["events"]]
     assert kinds.count("feedback-reminder") == 1 and kinds.count("no-rating") == 1
+    # The timers kept the conversation intact and recorded the reminder in it.
+    assert shown["messages"][0]["text"] == "Jammed."
+    assert [m["kind"] for m in shown["messages"]].count("reminder") == 1
