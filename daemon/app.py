@@ -62,13 +62,34 @@ class Desk:
         self.clock = clock
         self.store = TicketStore(config.storage_path, prefix=config.tickets.prefix)
         self.mailbox = Mailbox(config.imap)
-        self.sender = OutboxSender(config.smtp, self.store, clock=clock)
+        self.sender = OutboxSender(config.smtp, self.store, clock=clock,
+                                   on_permanent_failure=self._tell_supervisor_of_failure)
         self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock)
         self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(JOBS_EVERY_SECONDS).seconds.do(self.run_jobs)
         self.scheduler.every(HOUSEKEEPING_EVERY_SECONDS).seconds.do(self.housekeeping)
+
+    def _tell_supervisor_of_failure(self, failed, reason: str) -> None:
+        """A mail that can never be delivered is reported to the supervisor (once, never about itself)."""
+        supervisor = self.config.team.supervisor
+        if not supervisor or supervisor in failed.recipients or failed.kind == "failure-report":
+            return
+        import uuid
+
+        from maildesk.model import Address, OutboundMail
+
+        lang = self.config.team_language
+        desk = Address(self.config.smtp.from_address, self.config.smtp.from_name)
+        mail_id = uuid.uuid4().hex
+        text = default_renderer().render("delivery_failed", lang, tag=failed.ticket, kind=failed.kind,
+                                         recipients=", ".join(failed.recipients), subject=failed.subject,
+                                         reason=reason, message_id=failed.message_id)
+        self.store.enqueue(OutboundMail(
+            id=mail_id, message_id=f"<failure.{mail_id[:16]}@{desk.domain}>", kind="failure-report", sender=desk,
+            recipients=[supervisor], to_header=[Address(supervisor)], subject=failed.subject, text=text,
+            created_at=self.clock(), ticket=failed.ticket, language=lang, auto_submitted="auto-generated"))
 
     def close(self) -> None:
         self.mailbox.close()

@@ -119,10 +119,12 @@ def _build_rich(mail: OutboundMail, load) -> EmailMessage:
 
 class OutboxSender:
     def __init__(self, config: SmtpConfig, store: TicketStore,
-                 clock=lambda: datetime.now(timezone.utc)) -> None:
+                 clock=lambda: datetime.now(timezone.utc), on_permanent_failure=None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
+        # called with (mail, reason) inside the failure's commit: e.g. to tell the supervisor
+        self.on_permanent_failure = on_permanent_failure
         self._loop = asyncio.new_event_loop()
         # Why the server could not be reached on the last attempt, or None.
         self.unreachable: str | None = None
@@ -248,6 +250,8 @@ class OutboxSender:
                                        detail=f"{mail.kind} {mail.message_id} to "
                                               f"{', '.join(mail.recipients)}: {reason}"))
             self.store.save_ticket(ticket)
+        if self.on_permanent_failure is not None:
+            self.on_permanent_failure(mail, reason)
 
 
 def _refusals(recipients) -> str:

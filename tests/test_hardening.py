@@ -187,3 +187,23 @@ def test_every_mail_ends_as_a_defined_outcome(raw):
         assert effects.reason
     for out in effects.outbound:
         assert "\n" not in out.subject and "\r" not in out.subject
+
+
+def test_a_permanent_failure_is_recorded_and_reported_to_the_supervisor_once(tmp_path, dovecot, mailbox,
+                                                                            smtp_sink):
+    config = config_for(tmp_path, dovecot, mailbox, smtp_sink)
+    smtp_sink.refuse_recipients = {"gone@cust.example"}
+    mailbox.deliver(customer_mail("gone@cust.example", "Left the company", "x"))
+    helpdesk(config, "once", password=mailbox.password)
+    helpdesk(config, "once", password=mailbox.password)  # nothing is retried, nothing reported twice
+    reports = [m for m in smtp_sink.messages() if m.rcpt_tos == ["lead@example.com"]]
+    assert len(reports) == 1
+    body = reports[0].message.get_content()
+    assert "gone@cust.example" in body and "550" in body and "TS-000001" in body
+    events = [e["kind"] for e in ticket_json(config, mailbox)["events"]]
+    assert events.count("delivery-failed") == 1
+
+
+def ticket_json(config, mailbox):
+    from .desk import ticket
+    return ticket(config, "TS-000001", password=mailbox.password)
