@@ -207,3 +207,31 @@ def test_a_permanent_failure_is_recorded_and_reported_to_the_supervisor_once(tmp
 def ticket_json(config, mailbox):
     from .desk import ticket
     return ticket(config, "TS-000001", password=mailbox.password)
+
+
+def test_imap_connections_dropped_mid_work_lose_and_repeat_nothing(tmp_path, dovecot, mailbox, smtp_sink):
+    import random
+    config = config_for(tmp_path, dovecot, mailbox, smtp_sink)
+    mailbox.deliver_many([customer_mail(f"d{i:03d}@cust.example", f"Drop {i}", "x" * 2000) for i in range(300)])
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, password=mailbox.password, log_path=log)
+    rng = random.Random(7)
+    try:
+        deadline = time.monotonic() + 20
+        while "running for" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(6):  # mid-fetch, mid-commit, mid-move, mid-IDLE: wherever the moment falls
+            time.sleep(rng.uniform(0.02, 0.25))
+            dovecot.drop_connections()
+        deadline = time.monotonic() + 90
+        while mailbox.count("INBOX") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        smtp_sink.wait_for(300, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    to = sorted(r for m in smtp_sink.messages() for r in m.rcpt_tos)
+    assert to == [f"d{i:03d}@cust.example" for i in range(300)], "each customer acknowledged exactly once"
+    assert len(tickets(config, password=mailbox.password)) == 300
+    text = log.read_text()
+    assert 1 <= text.count("IMAP connection lost") <= 6 and "reachable again" in text
