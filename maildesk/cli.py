@@ -38,7 +38,10 @@ class _UtcFormatter(logging.Formatter):
 def setup_logging(level: str = "info", file: Path | None = None) -> None:
     handler: logging.Handler
     if file:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Every folder made here is private, not just the last one (mkdir(parents=True) ignores mode).
+        missing = [p for p in [file.parent, *file.parent.parents] if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700)
         file.touch(mode=0o600, exist_ok=True)
         handler = logging.FileHandler(file, encoding="utf-8")
     else:

@@ -315,8 +315,10 @@ class SmtpSink:
 
     host = "127.0.0.1"
 
-    def __init__(self) -> None:
+    def __init__(self, tls_cert: tuple[Path, Path] | None = None) -> None:
+        """``tls_cert=(cert, key)``: implicit TLS (like port 465) with that certificate."""
         self.port = free_port()
+        self.tls_cert = tls_cert
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.reject_with: str | None = None
@@ -326,8 +328,13 @@ class SmtpSink:
         self._controller: Controller | None = None
 
     def start(self) -> "SmtpSink":
+        ssl_context = None
+        if self.tls_cert:
+            import ssl
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(str(self.tls_cert[0]), str(self.tls_cert[1]))
         self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
-                                      data_size_limit=64 * 2**20)
+                                      data_size_limit=64 * 2**20, ssl_context=ssl_context)
         self._controller.start()
         return self
 

@@ -15,7 +15,7 @@ from .desk import customer_mail, helpdesk, start_daemon, tickets, write_config
 pytestmark = pytest.mark.integration
 
 MAILS = 300
-KILLS = 12
+KILLS = 40
 
 
 @pytest.mark.parametrize("connections", [1, 3])
@@ -24,6 +24,8 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path, dovecot, mailbox,
     config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port, notify_unassigned="none",
                           smtp_connections=connections)
+    # Small batches: more moments to die in, and dozens of kills before the inbox is empty.
+    config.write_text(config.read_text().replace("batch_size = 25", "batch_size = 8"))
     customers = [f"c{i:03d}@cust.example" for i in range(MAILS)]
     # Half the mail carries no Message-ID: those are keyed by a hash of their bytes.
     raws = []
@@ -46,12 +48,12 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path, dovecot, mailbox,
             time.sleep(0.01)
         if kills % 2:
             # Kill while acknowledgements go out: between a 250 and its outbox mark.
-            target = len(smtp_sink.messages()) + rng.randint(1, 40)
+            target = len(smtp_sink.messages()) + rng.randint(1, 12)
             while len(smtp_sink.messages()) < target and time.monotonic() < deadline:
                 time.sleep(0.001)
         else:
             # Kill anywhere in fetching, parsing, committing or moving.
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.12))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         kills += 1
@@ -77,6 +79,7 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path, dovecot, mailbox,
     assert duplicates <= kills * connections, f"{duplicates} duplicate acknowledgements for {kills} kills"
     # The kills must really have interrupted work, or this test proves nothing.
     assert any(0 < left < MAILS for left in progress), progress
+    assert kills >= 20, f"only {kills} kills: the test must interrupt dozens of times"
 
     with TicketStore(load_config(config).storage_path, readonly=True) as store:
         assert not store.pending_outbound()

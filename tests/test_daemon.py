@@ -125,3 +125,45 @@ def test_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, smtp_s
     account.deliver(customer_mail("tls@cust.example", "Over TLS", "hello"))
     helpdesk(trusted, "once", password=account.password)
     assert ["tls@cust.example"] in [m.rcpt_tos for m in smtp_sink.messages()]
+
+
+def test_smtp_over_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, dovecot, mailbox):
+    from .desk import helpdesk
+    from .mailservers import SmtpSink
+    sink = SmtpSink(tls_cert=(tls_dovecot.root / "server.pem", tls_dovecot.root / "server.key")).start()
+    try:
+        def config(name, extra):
+            path = write_config(tmp_path / name, imap_port=dovecot.port, imap_user=mailbox.username,
+                                imap_password=mailbox.password, smtp_port=sink.port)
+            text = path.read_text()
+            head, _, tail = text.partition("[smtp]")
+            tail = tail.replace('security = "none"', f'security = "ssl"\n{extra}', 1)
+            path.write_text(head + "[smtp]" + tail)
+            return path
+
+        untrusted = config("untrusted", "")
+        proc = helpdesk(untrusted, "check", password=mailbox.password, check=False)
+        assert proc.returncode == 4 and proc.stdout.splitlines()[2].startswith("FAIL smtp")
+        assert "CERTIFICATE_VERIFY_FAILED" in proc.stdout or "certificate verify failed" in proc.stdout
+        trusted = config("trusted", f'ca_file = "{tls_dovecot.ca_path}"')
+        mailbox.deliver(customer_mail("tls@cust.example", "Over TLS", "hello"))
+        helpdesk(trusted, "once", password=mailbox.password)
+        assert ["tls@cust.example"] in [m.rcpt_tos for m in sink.messages()]
+    finally:
+        sink.stop()
+
+
+def test_log_file_is_private_and_holds_no_secret(tmp_path, dovecot, mailbox, smtp_sink):
+    import stat
+    from .desk import helpdesk
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port,
+                          extra='file = "var/log/helpdesk.log"\n')
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    mailbox.deliver(customer_mail("a@cust.example", "Log me", "x"))
+    helpdesk(config, "once", password=mailbox.password)
+    log = config.parent / "var" / "log" / "helpdesk.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == stat.S_IMODE(log.parent.parent.stat().st_mode) == 0o700
+    text = log.read_text()
+    assert "outcome=ticket" in text and mailbox.password not in text
