@@ -46,7 +46,8 @@ def mail(sender="zhang.wei@customer.example", subject="Cannot print", text="Prin
                        subject=subject, text=text, **kw)
 
 
-def ticket(number=17, customer="zhang.wei@customer.example", ids=("<ack.TS-000017.1@example.com>",)):
+def ticket(number=17, customer="zhang.wei@customer.example",
+           ids=("<ack.TS-000017.1@example.com>", "<notify.TS-000017.2@example.com>")):
     return Ticket(number=number, tag=f"TS-{number:06d}", subject="Cannot print", customer=customer,
                   customer_name="", stage="received", language="en", created_at=NOW, updated_at=NOW,
                   message_ids=list(ids))
@@ -68,6 +69,8 @@ def ctx(**kw):
     # Someone else's tag: a new ticket, never a view into the old one.
     (mail(sender="mallory@evil.example", subject="Re: [TS-000017] Cannot print"), "new", None),
     (mail(sender="mallory@evil.example", in_reply_to=["<ack.TS-000017.1@example.com>"]), "new", None),
+    # A stranger answering an old staff notification someone passed on: still a ticket of their own.
+    (mail(sender="mallory@evil.example", in_reply_to=["<notify.TS-000017.2@example.com>"]), "new", None),
     (mail(sender="alice@example.com", subject="Re: [TS-000017] Cannot print"), "staff-reply", 17),
     (mail(sender="support@example.com"), "own", None),
     (mail(sender=None), "quarantine", None),
