@@ -127,14 +127,14 @@ def new_mails(count: int, replyable: list[tuple[str, str]], rng: random.Random) 
     return mails
 
 
-def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random) -> dict:
+def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random, connections: int = 1) -> dict:
     account = dovecot.add_user()
     sink = SmtpSink().start()
     workdir = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
     try:
         config = write_config(workdir, imap_port=dovecot.port, imap_user=account.username,
                               imap_password=account.password, smtp_port=sink.port, notify_unassigned="none",
-                              ack_limit_per_hour=1000,
+                              ack_limit_per_hour=1000, smtp_connections=connections,
                               # The pre-loaded history is old: its SLA alerts went out long ago.
                               extra="[sla]\nfirst_response_hours = 100000\nresolution_hours = 100000\n")
         text = config.read_text().replace("batch_size = 25", "batch_size = 100")
@@ -175,19 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for CI")
     parser.add_argument("--mails", type=int, help="new mails per case")
     parser.add_argument("--preload", type=int, action="append", help="tickets already stored (repeatable)")
+    parser.add_argument("--smtp-connections", type=int, default=1, help="smtp.connections of the daemon")
     args = parser.parse_args(argv)
     mails = args.mails or (200 if args.quick else 1000)
     sizes = args.preload or ([0, 2000] if args.quick else [0, 20_000, 100_000])
     rng = random.Random(42)
     dovecot = Dovecot().start()
     try:
-        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}; "
+              f"smtp.connections = {args.smtp_connections}")
         print("mails/s: from the daemon's first fetch until the SMTP server accepted the last mail; "
               "process: the same including start-up and loading the store")
         print(f"{'stored':>8} {'mails':>6} {'seconds':>8} {'mails/s':>8} {'process':>8} {'median ms':>10} "
               f"{'p95 ms':>8} {'peak RSS MB':>12} {'store MB':>9} {'sent':>6}")
         for tickets in sizes:
-            r = run_case(dovecot, mails, tickets, rng)
+            r = run_case(dovecot, mails, tickets, rng, args.smtp_connections)
             print(f"{r['tickets']:>8} {r['mails']:>6} {r['fetch_to_send']:>8.2f} {r['rate']:>8.0f} "
                   f"{r['process_rate']:>8.0f} {r['median_ms']:>10.2f} "
                   f"{r['p95_ms']:>8.2f} {r['rss_mb']:>12.0f} {r['store_mb']:>9.1f} {r['acks']:>6}", flush=True)

@@ -65,7 +65,7 @@ class SmtpConfig:
     retry_max_minutes: float = 60.0
     max_attempts: int = 12
     ca_file: str | None = None
-    connections: int = 3
+    connections: int = 1
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         retry_max_minutes=r.float("smtp.retry_max_minutes", default=60.0, minimum=0.01),
         max_attempts=r.int("smtp.max_attempts", default=12, minimum=1),
         ca_file=r.str("smtp.ca_file", default=None),
-        connections=r.int("smtp.connections", default=3, minimum=1, maximum=20),
+        connections=r.int("smtp.connections", default=1, minimum=1, maximum=20),
     )
     _check_transport("smtp", smtp.host, smtp.security, r.bool("smtp.allow_insecure", default=False))
     storage_path = Path(r.str("storage.path", default="var/helpdesk.json"))
