@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -52,11 +51,10 @@ def main(argv=None) -> int:
     t3 = time.perf_counter()
     rendered = render_report(report, config, Renderer())
     t4 = time.perf_counter()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"open store {t1 - t0:.2f} s | load tickets {t2 - t1:.2f} s | metrics {t3 - t2:.2f} s | "
           f"render text+html+3 charts+csv {t4 - t3:.2f} s")
     print(f"weekly report over {store.ticket_count()} stored tickets ({len(tickets)} active in the 9 weeks shown): {t4 - t1:.2f} s (excluding opening the store); "
-          f"received {report.received}, open at end {report.open_at_end}; peak RSS {rss:.0f} MB; "
+          f"received {report.received}, open at end {report.open_at_end}; "
           f"html {len(rendered.html) // 1024} KB")
     return 0
 

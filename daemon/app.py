@@ -12,7 +12,7 @@ import time
 import schedule
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from maildesk.daemon.config import Config
 from maildesk.daemon.intake import BatchResult, IntakeRunner
@@ -123,8 +123,14 @@ class Desk:
         self.weekly_report.run_due(self.clock())
 
     def housekeeping(self) -> None:
-        removed = self.store.prune(self.clock())
+        now = self.clock()
+        removed = self.store.prune(now)
+        archived = self.store.archive_closed(now - timedelta(days=self.config.archive_after_days))
         self.store.commit()
+        if archived:
+            # Without a fresh snapshot the next start would load the archived tickets again.
+            self.store.checkpoint()
+            log.info("housekeeping: %d closed ticket(s) moved to the archive", archived)
         if any(removed.values()):
             log.info("housekeeping: forgot %(processed)d processed mail keys, %(outbox)d sent outbox entries, "
                      "%(acks)d quiet senders' counters", removed)
@@ -138,6 +144,7 @@ class Desk:
         self.run_jobs()
         self.deliver_outbox(summary)
         summary.seconds = time.monotonic() - started
+        self.housekeeping()
         return summary
 
     # -- the daemon -----------------------------------------------------------------------

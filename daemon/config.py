@@ -133,6 +133,8 @@ class Config:
     source: Path | None = None
     # Language of mail to staff (notifications, error replies).
     team_language: str = "zh"
+    # Closed tickets untouched this long leave memory for the monthly archive files.
+    archive_after_days: float = 30
     procedure: ProcedureConfig = ProcedureConfig()
 
     @property
@@ -147,7 +149,7 @@ _KNOWN_KEYS = {
     "smtp": {"host", "port", "security", "allow_insecure", "username", "password", "password_env",
              "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file",
              "connections"},
-    "storage": {"path"},
+    "storage": {"path", "archive_after_days"},
     "tickets": {"prefix", "max_message_mb", "max_attachment_mb", "ack_limit_per_hour", "notify_unassigned",
                 "reopen_days"},
     "feedback": {"reminder_days", "no_rating_days"},
@@ -306,6 +308,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
     return Config(
         imap=imap, smtp=smtp, storage_path=storage_path, tickets=tickets, team=team, report=report,
         team_language=r.choice("team.language", ("zh", "en"), default=report.language),
+        archive_after_days=r.float("storage.archive_after_days", default=30, minimum=1),
         procedure=ProcedureConfig(
             reopen_days=r.float("tickets.reopen_days", default=14, minimum=0),
             reminder_days=r.float("feedback.reminder_days", default=3, minimum=0),

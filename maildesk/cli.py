@@ -133,9 +133,9 @@ def _once(config) -> int:
             return _fail(f"imap: connection lost: {exc}", EXIT_SERVER)
         logging.getLogger("maildesk.daemon").info(
             "once: %d mail(s) handled (%s), %d quarantined, %d sent, %d waiting for retry; %.3f s from first "
-            "fetch to last send", summary.handled,
+            "fetch to last send; peak memory %.0f MB", summary.handled,
             ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())) or "none",
-            summary.quarantined, summary.sent, summary.deferred, summary.seconds)
+            summary.quarantined, summary.sent, summary.deferred, summary.seconds, peak_memory_mb())
         if desk.sender.unreachable:
             return _fail(f"smtp: {desk.sender.unreachable}; the mail stays in the outbox", EXIT_SERVER)
     return 0
@@ -224,6 +224,20 @@ def _report(config, args) -> int:
             print(f"queued the {week.label} report for {', '.join(m.recipients[0] for m in mails)} "
                   f"({JOB}); `helpdesk once` or the running daemon sends it")
     return 0
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM; ru_maxrss would include
+    the parent's memory from before exec on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _print_json(value) -> None:

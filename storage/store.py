@@ -20,6 +20,7 @@ from pathlib import Path
 from tinydb.table import Document
 
 from maildesk.model import OutboundMail, PlanItem, StaffRecord, Ticket
+from maildesk.storage.archive import TicketArchive
 from maildesk.storage.attachments import AttachmentStore
 from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, plan_from_doc,
                                     plan_to_doc, record_from_doc, record_to_doc, ticket_from_doc, ticket_to_doc)
@@ -68,6 +69,11 @@ class TicketStore:
         self._records = self.db.table("staff_records")
         self._jobs = self.db.table("jobs")
         self.attachments = AttachmentStore(self.path.with_name(self.path.stem + ".attachments"))
+        try:
+            self.archive = TicketArchive(self.path.with_name(self.path.stem + ".archive"), readonly=readonly)
+        except BaseException:
+            self.close()
+            raise
         self._build_indexes()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -130,6 +136,8 @@ class TicketStore:
 
     def get_ticket(self, number: int) -> Ticket | None:
         doc = self._raw("tickets").get(str(number))
+        if doc is None:
+            doc = self.archive.get(number)  # closed long ago: read from its month's file
         return None if doc is None else ticket_from_doc(doc)
 
     def get_ticket_by_tag(self, tag: str) -> Ticket | None:
@@ -137,7 +145,8 @@ class TicketStore:
         return None if number is None else self.get_ticket(number)
 
     def ticket_for_message_id(self, message_id: str) -> int | None:
-        return self._by_message_id.get(message_id)
+        number = self._by_message_id.get(message_id)
+        return number if number is not None else self.archive.number_for_message_id(message_id)
 
     def save_ticket(self, ticket: Ticket) -> None:
         self._tickets.upsert(Document(ticket_to_doc(ticket), doc_id=ticket.number))
@@ -151,14 +160,52 @@ class TicketStore:
         the stored UTC strings (which sort as times) before anything is decoded.
         """
         since = dt_out(active_since) if active_since else None
-        for doc in list(self._raw("tickets").values()):
-            if since and doc["stage"] == "closed" and doc["created_at"] < since and \
-                    (not doc["events"] or doc["events"][-1]["at"] < since):
-                continue
-            yield ticket_from_doc(doc, with_messages=with_messages)
+        hot = self._raw("tickets")
+
+        def idle(doc: dict) -> bool:
+            return bool(since) and doc["stage"] == "closed" and doc["created_at"] < since and \
+                (not doc["events"] or doc["events"][-1]["at"] < since)
+
+        for doc in list(hot.values()):
+            if not idle(doc):
+                yield ticket_from_doc(doc, with_messages=with_messages)
+        # Archived tickets are filed by the month of their last event: earlier months hold none
+        # that was active since then.
+        for doc in self.archive.iter_docs(months_from=since[:7] if since else None):
+            if str(doc["number"]) not in hot and not idle(doc):
+                yield ticket_from_doc(doc, with_messages=with_messages)
 
     def ticket_count(self) -> int:
-        return len(self._raw("tickets"))
+        hot = self._raw("tickets")
+        return len(hot) + sum(1 for n in self.archive.numbers() if str(n) not in hot)
+
+    def archive_closed(self, before: datetime) -> int:
+        """Move tickets closed before ``before`` (and untouched since) out of memory.
+
+        The archive's files are durable when this returns; the hot table's
+        removals become durable with the next commit (a crash in between
+        leaves the ticket in both places, where the hot copy wins).
+        """
+        cutoff = dt_out(before)
+        moved = []
+        for doc_id, doc in self._raw("tickets").items():
+            if doc["stage"] != "closed" or not doc["events"] or doc["events"][-1]["at"] >= cutoff:
+                continue
+            # Filed by the month (UTC) of its last event: a report asking for activity since a
+            # date never needs to open an earlier month's file.
+            self.archive.put(doc, doc["events"][-1]["at"][:7], doc.get("message_ids", []))
+            moved.append(int(doc_id))
+        if moved:
+            for number in moved:
+                for mid in self._raw("tickets")[str(number)].get("message_ids", ()):
+                    if self._by_message_id.get(mid) == number:
+                        del self._by_message_id[mid]
+            self._tickets.remove(doc_ids=moved)
+        return len(moved)
+
+    def checkpoint(self) -> None:
+        """Fold the journal into a fresh snapshot now (e.g. after archiving freed much memory)."""
+        self._storage.checkpoint()
 
     def open_tickets(self, *, with_messages: bool = True) -> Iterator[Ticket]:
         for doc in list(self._raw("tickets").values()):

@@ -218,3 +218,61 @@ def test_prune_forgets_old_processed_keys_sent_mail_and_quiet_senders(path):
         assert store.outbound_by_message_id("<ack.0@desk.example>") is None
         assert store.acks_since("busy@x.example", NOW - timedelta(days=1)) == 1
         assert store.prune(NOW) == {"processed": 0, "outbox": 0, "acks": 0}
+
+
+def closed_ticket(store, subject, closed_at, mid):
+    t = make_ticket(store, subject, mid=mid)
+    t.stage = "closed"
+    from maildesk.model import Event
+    t.events = [Event(closed_at - timedelta(days=1), "c@x.example", "created", None, "received"),
+                Event(closed_at, "alice@x.example", "close", "received", "closed", "done")]
+    store.save_ticket(t)
+    return t
+
+
+def test_closed_tickets_move_to_the_archive_and_stay_reachable(path):
+    with TicketStore(path) as store:
+        old = closed_ticket(store, "old printer", NOW - timedelta(days=100), "<old@x.example>")
+        recent = closed_ticket(store, "recent", NOW - timedelta(days=5), "<recent@x.example>")
+        open_one = make_ticket(store, "still open", mid="<open@x.example>")
+        store.commit()
+        assert store.archive_closed(NOW - timedelta(days=70)) == 1
+        store.commit()
+        assert store._raw("tickets").keys() == {str(recent.number), str(open_one.number)}
+        assert store.get_ticket(old.number).subject == "old printer"
+        assert store.ticket_for_message_id("<old@x.example>") == old.number
+        assert store.ticket_count() == 3
+        store.checkpoint()
+    with TicketStore(path) as store:
+        # After a restart: the old ticket is read from the archive, not held in memory.
+        assert str(old.number) not in store._raw("tickets")
+        assert store.get_ticket(old.number).subject == "old printer"
+        assert store.ticket_for_message_id("<old@x.example>") == old.number
+        assert sorted(t.subject for t in store.tickets()) == ["old printer", "recent", "still open"]
+        active = sorted(t.subject for t in store.tickets(active_since=NOW - timedelta(days=30)))
+        assert active == ["recent", "still open"]
+        # A reopened archived ticket comes back into memory and wins over its archived copy.
+        again = store.get_ticket(old.number)
+        again.stage = "diagnosing"
+        store.save_ticket(again)
+        store.commit()
+        assert [t.stage for t in store.tickets() if t.number == old.number] == ["diagnosing"]
+        assert store.ticket_count() == 3
+    archive = path.with_name("helpdesk.archive")
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in archive.iterdir())
+
+
+def test_a_crash_between_archiving_and_commit_keeps_the_ticket_once(path):
+    with TicketStore(path) as store:
+        old = closed_ticket(store, "old", NOW - timedelta(days=100), "<old@x.example>")
+        store.commit()
+        store.archive_closed(NOW - timedelta(days=70))
+        # no commit: the process dies here
+    with TicketStore(path) as store:
+        assert [t.subject for t in store.tickets()] == ["old"]
+        assert store.ticket_count() == 1
+        assert store.archive_closed(NOW - timedelta(days=70)) == 1
+        store.commit()
+    with TicketStore(path) as store:
+        assert [t.number for t in store.tickets()] == [old.number]
