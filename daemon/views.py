@@ -29,6 +29,10 @@ def ticket_summary(t: Ticket, tz: ZoneInfo) -> dict:
 def ticket_detail(t: Ticket, tz: ZoneInfo) -> dict:
     detail = ticket_summary(t, tz)
     detail["customer_name"] = t.customer_name
+    detail["linked_to"] = t.linked_to
+    detail["summary"] = t.summary
+    detail["lessons"] = t.lessons
+    detail["rating_comment"] = t.rating_comment
     detail["messages"] = [
         {
             "direction": m.direction,

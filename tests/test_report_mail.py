@@ -154,3 +154,30 @@ def test_preview_file_and_manual_send(world, mailbox, smtp_sink, tmp_path):
     # (Week 46's report went out by itself at the first run: it was due that Monday 09:00.)
     assert [m.rcpt_tos for m in smtp_sink.messages() if "report.2026-W47" in m.message["Message-ID"]] == [
         ["director@example.com"]]
+
+
+def test_archived_tickets_stay_reachable_by_reply_tag_and_report(world, mailbox, smtp_sink):
+    from .desk import ticket, tickets
+    config, clock, step = world
+    step(at(16, 10), mail("old@cust.example", "旧打印机", "卡纸"))
+    ack = next(m.message for m in smtp_sink.messages() if m.rcpt_tos == ["old@cust.example"])
+    n1 = notify_id(smtp_sink, "TS-000001")
+    step(at(16, 11), mail("alice@example.com", "Re: [TS-000001] 旧打印机", "#归档 换了搓纸轮\n经验：定期清洁", n1))
+    # Forty days later housekeeping has moved the closed ticket out of memory ...
+    step(datetime(2026, 12, 26, 10, tzinfo=SH))
+    store_path = load_config(config).storage_path
+    assert (store_path.parent / "helpdesk.archive" / "index.jsonl").exists()
+    from maildesk.storage.store import TicketStore
+    with TicketStore(store_path, readonly=True) as store:
+        assert "1" not in store._raw("tickets")
+    # ... yet it is shown, listed, reported, and a late reply to it is linked to it.
+    assert ticket(config, "TS-000001", password=mailbox.password)["stage"] == "closed"
+    step(datetime(2026, 12, 26, 11, tzinfo=SH), mail("old@cust.example", "Re: 旧打印机", "又卡纸了", ack["Message-ID"]))
+    listing = {t["id"]: t for t in tickets(config, password=mailbox.password)}
+    assert sorted(listing) == ["TS-000001", "TS-000002"]
+    detail = ticket(config, "TS-000002", password=mailbox.password)
+    assert (detail["customer"], detail["linked_to"]) == ("old@cust.example", "TS-000001")
+    assert [e["detail"] for e in detail["events"] if e["kind"] == "created"] == ["continues closed ticket TS-000001"]
+    data = json.loads(helpdesk(config, "report", "weekly", "--week", "2026-W47", "--json",
+                               password=mailbox.password).stdout)
+    assert (data["received"], data["closed"]) == (1, 1)
