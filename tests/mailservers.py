@@ -315,10 +315,12 @@ class SmtpSink:
 
     host = "127.0.0.1"
 
-    def __init__(self, tls_cert: tuple[Path, Path] | None = None) -> None:
-        """``tls_cert=(cert, key)``: implicit TLS (like port 465) with that certificate."""
+    def __init__(self, tls_cert: tuple[Path, Path] | None = None, starttls: bool = False) -> None:
+        """``tls_cert=(cert, key)``: implicit TLS (like port 465) with that certificate, or,
+        with ``starttls=True``, plain text upgraded by STARTTLS (like port 587), required."""
         self.port = free_port()
         self.tls_cert = tls_cert
+        self.starttls = starttls
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.reject_with: str | None = None
@@ -333,8 +335,13 @@ class SmtpSink:
             import ssl
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(str(self.tls_cert[0]), str(self.tls_cert[1]))
-        self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
-                                      data_size_limit=64 * 2**20, ssl_context=ssl_context)
+        if self.starttls:
+            self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
+                                          data_size_limit=64 * 2**20, tls_context=ssl_context,
+                                          require_starttls=True)
+        else:
+            self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
+                                          data_size_limit=64 * 2**20, ssl_context=ssl_context)
         self._controller.start()
         return self
 

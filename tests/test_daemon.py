@@ -127,17 +127,19 @@ def test_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, smtp_s
     assert ["tls@cust.example"] in [m.rcpt_tos for m in smtp_sink.messages()]
 
 
-def test_smtp_over_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, dovecot, mailbox):
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_smtp_over_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, dovecot, mailbox, security):
     from .desk import helpdesk
     from .mailservers import SmtpSink
-    sink = SmtpSink(tls_cert=(tls_dovecot.root / "server.pem", tls_dovecot.root / "server.key")).start()
+    sink = SmtpSink(tls_cert=(tls_dovecot.root / "server.pem", tls_dovecot.root / "server.key"),
+                    starttls=security == "starttls").start()
     try:
         def config(name, extra):
             path = write_config(tmp_path / name, imap_port=dovecot.port, imap_user=mailbox.username,
                                 imap_password=mailbox.password, smtp_port=sink.port)
             text = path.read_text()
             head, _, tail = text.partition("[smtp]")
-            tail = tail.replace('security = "none"', f'security = "ssl"\n{extra}', 1)
+            tail = tail.replace('security = "none"', f'security = "{security}"\n{extra}', 1)
             path.write_text(head + "[smtp]" + tail)
             return path
 
