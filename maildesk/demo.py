@@ -17,7 +17,6 @@ import socket
 import sys
 import tempfile
 import threading
-import time
 from contextlib import AsyncExitStack
 from email import message_from_bytes
 from email.message import EmailMessage

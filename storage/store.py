@@ -24,7 +24,7 @@ from maildesk.storage.archive import TicketArchive
 from maildesk.storage.attachments import AttachmentStore
 from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, plan_from_doc,
                                     plan_to_doc, record_from_doc, record_to_doc, ticket_from_doc, ticket_to_doc)
-from maildesk.storage.journal import JournalStorage, StoreError, open_database
+from maildesk.storage.journal import StoreError, open_database
 from maildesk.storage.lock import StoreLock
 
 log = logging.getLogger("maildesk.storage")

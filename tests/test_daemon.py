@@ -117,7 +117,7 @@ def test_tls_is_verified_against_the_configured_ca(tmp_path, tls_dovecot, smtp_s
 
     trusted = config("trusted", f'ca_file = "{tls_dovecot.ca_path}"\n')
     proc = helpdesk(trusted, "check", password=account.password)
-    assert proc.stdout.splitlines()[1].startswith(f"ok   imap") and f"({security})" in proc.stdout
+    assert proc.stdout.splitlines()[1].startswith("ok   imap") and f"({security})" in proc.stdout
     # The same server without its CA: the certificate is refused, never silently accepted.
     untrusted = config("untrusted", "")
     proc = helpdesk(untrusted, "check", password=account.password, check=False)

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maildesk.daemon.app import Desk
 from maildesk.daemon.config import load_config
 from maildesk.model import InboundMail
 from maildesk.parsers import parse_mail

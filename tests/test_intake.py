@@ -1,10 +1,7 @@
 """The spine end to end: real Dovecot in, real aiosmtpd out, the real daemon in between."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
-from email.policy import default as default_policy
-from email import message_from_bytes
 
 import pytest
 

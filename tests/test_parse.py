@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import time
 from datetime import datetime, timedelta, timezone
 from email.header import Header

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlparse
 
-import pytest
 
 from maildesk.model import Address, InboundMail
 from maildesk.templates import Renderer

@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from datetime import timedelta
 
-from maildesk.model import Address, Event, InboundMail, Message, OutboundMail, PlanItem, StaffRecord, Ticket
+from maildesk.model import Address, Event, InboundMail, OutboundMail, PlanItem, StaffRecord, Ticket
 from maildesk.parsers.commands import (SUPERVISOR_COMMANDS, Command, normalise, parse_reply_commands,
                                        read_confirmation, read_feedback, text_without_commands)
 from maildesk.parsers.reply import split_reply
