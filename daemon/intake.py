@@ -21,7 +21,8 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import datetime, timezone
 
 from maildesk.daemon import failpoints
@@ -49,10 +50,12 @@ class BatchResult:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def context_for(config: Config, renderer: Renderer, now: datetime) -> DeskContext:
+@lru_cache(maxsize=8)
+def _context_template(config: Config, renderer: Renderer) -> DeskContext:
+    # Everything but the time is fixed for the life of a config: built once, not per mail.
     return DeskContext(
         directory=directory_from(config), desk=Address(config.smtp.from_address, config.smtp.from_name),
-        renderer=renderer, now=now,
+        renderer=renderer, now=datetime.min,
         ack_limit_per_hour=config.tickets.ack_limit_per_hour,
         notify_unassigned=config.tickets.notify_unassigned,
         staff_language=config.team_language,
@@ -62,6 +65,10 @@ def context_for(config: Config, renderer: Renderer, now: datetime) -> DeskContex
         require_authenticated_staff=config.procedure.require_authenticated_staff,
         authserv_id=config.procedure.authserv_id,
     )
+
+
+def context_for(config: Config, renderer: Renderer, now: datetime) -> DeskContext:
+    return replace(_context_template(config, renderer), now=now)
 
 
 def apply_effects(store: TicketStore, effects: Effects, now: datetime) -> None:

@@ -9,6 +9,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from maildesk.storage.journal import fsync_dir
+
 
 class AttachmentStore:
     def __init__(self, root: Path) -> None:
@@ -32,11 +34,7 @@ class AttachmentStore:
             # Durable before the commit that refers to it.
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(target.parent)
         return digest
 
     def get(self, sha256: str) -> bytes:

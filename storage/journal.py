@@ -49,7 +49,8 @@ class StoreCorrupt(StoreError):
     pass
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -157,7 +158,7 @@ class JournalStorage(Storage):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             log.error("checkpoint of %s failed, the journal keeps every change: %s", self.path, exc)
