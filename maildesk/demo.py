@@ -267,12 +267,14 @@ def run_demo(keep: bool = False) -> int:
                   f"   SMTP 127.0.0.1:{smtp_port}, no TLS, no login\n"
                   f"   Mail to {SUPPORT} lands in INBOX; what the desk sends is filed in {OUTGOING_FOLDER}.\n"
                   f"The daemon is running (Ctrl-C stops everything).", file=out)
+            import signal
+
             stop = threading.Event()
-            try:
-                with Desk(config) as desk:
-                    desk.run(stop.is_set)
-            except KeyboardInterrupt:
-                stop.set()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            with Desk(config) as desk:
+                desk.run(stop.is_set)
+            print("stopped.", file=out)
         return 0
     finally:
         smtp.stop()

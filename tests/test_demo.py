@@ -24,3 +24,48 @@ def test_demo_shows_tickets_acknowledgements_and_the_stranger_rule():
         assert f"-> stage {stage};" in out
     assert "TS-000002  closed    liuyang@customer.example" in out and "rated 5/5" in out
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_keep_serves_a_real_mail_client_until_interrupted(tmp_path):
+    import re
+    import signal
+    import smtplib
+    import time
+    from email.message import EmailMessage
+
+    from imapclient import IMAPClient
+
+    log = tmp_path / "demo.out"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "maildesk", "demo", "--keep"], stdout=fh,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while "The daemon is running" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = log.read_text()
+        imap_port = int(re.search(r"IMAP 127.0.0.1:(\d+)", out).group(1))
+        smtp_port = int(re.search(r"SMTP 127.0.0.1:(\d+)", out).group(1))
+        password = re.search(r"password (\S+)", out).group(1)
+        msg = EmailMessage()
+        msg["From"] = "me@client.example"
+        msg["To"] = "support@example.com"
+        msg["Subject"] = "Hello from my own client"
+        msg.set_content("My laptop is slow.")
+        with smtplib.SMTP("127.0.0.1", smtp_port) as smtp:
+            smtp.send_message(msg)
+        subjects = []
+        while time.monotonic() < deadline:
+            with IMAPClient("127.0.0.1", port=imap_port, ssl=False, timeout=10) as client:
+                client.login("support@example.com", password)
+                client.select_folder("Demo/Outgoing", readonly=True)
+                subjects = [v[b"ENVELOPE"].subject or b""
+                            for v in client.fetch(client.search(["ALL"]), ["ENVELOPE"]).values()]
+            if any(b"Hello from my own client" in s for s in subjects):
+                break
+            time.sleep(0.2)
+        assert any(b"[TS-000006] Hello from my own client" in s for s in subjects), subjects
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    assert log.read_text().rstrip().endswith("stopped.")
