@@ -69,7 +69,9 @@ def test_an_auto_responder_cannot_loop_with_the_desk(tmp_path, dovecot, mailbox,
 
 
 def test_a_flood_from_one_sender_gets_a_bounded_number_of_acks(tmp_path, dovecot, mailbox, smtp_sink):
-    config = config_for(tmp_path, dovecot, mailbox, smtp_sink, ack_limit_per_hour=5)
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port, ack_limit_per_hour=5,
+                          notify_unassigned="supervisor")
     flood = [customer_mail("flood@cust.example", f"Spam {i}", "buy now") for i in range(500)]
     others = [customer_mail(f"real{i}@cust.example", f"Real {i}", "help") for i in range(3)]
     mailbox.deliver_many(flood[:250] + others + flood[250:])
@@ -78,7 +80,9 @@ def test_a_flood_from_one_sender_gets_a_bounded_number_of_acks(tmp_path, dovecot
     assert to.count("flood@cust.example") == 5
     assert sorted(r for r in to if r.startswith("real")) == ["real0@cust.example", "real1@cust.example",
                                                             "real2@cust.example"]
-    assert len(tickets(config, password=mailbox.password)) == 503  # every mail is kept, only acks are capped
+    assert len(tickets(config, password=mailbox.password)) == 503  # every mail is kept, only mail out is capped
+    # The supervisor heard of the first five flood tickets and of each real one, not of 500.
+    assert to.count("lead@example.com") == 5 + 3
 
 
 def test_nothing_reaches_cc_recipients_or_forward_targets(tmp_path, dovecot, mailbox, smtp_sink):

@@ -77,11 +77,13 @@ def open_ticket(mail: InboundMail, number: int, tag: str, ctx: DeskContext, *,
                                  auto_submitted="auto-replied")
         effects.outbound.append(ack)
         effects.acked_sender = sender.email
+        effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new"))
     else:
+        # A flood (or a loop) from one sender: the tickets are kept, but neither the sender nor
+        # the team gets a mail for each; the team heard of the first ones.
         ticket.events.append(Event(at=ctx.now, actor="desk", kind="ack-suppressed",
                                    detail=f"more than {ctx.ack_limit_per_hour} acknowledgements "
-                                          f"to {sender.email} within an hour"))
-    effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new"))
+                                          f"to {sender.email} within an hour; team not notified"))
     _record_outbound(ticket, effects.outbound)
     return effects
 
