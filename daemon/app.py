@@ -70,6 +70,9 @@ class Desk:
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(JOBS_EVERY_SECONDS).seconds.do(self.run_jobs)
         self.scheduler.every(HOUSEKEEPING_EVERY_SECONDS).seconds.do(self.housekeeping)
+        if not config.procedure.require_authenticated_staff and config.team.staff_addresses:
+            log.warning("security.require_authenticated_staff = false: staff commands are obeyed on the bare "
+                        "From line, which anyone can forge; set security.authserv_id and remove that line")
 
     def _tell_supervisor_of_failure(self, failed, reason: str) -> None:
         """A mail that can never be delivered is reported to the supervisor (once, never about itself)."""

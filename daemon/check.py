@@ -13,7 +13,7 @@ from maildesk.storage.store import TicketStore
 
 
 def run_checks(config: Config, out: Callable[[str], None]) -> bool:
-    results = [_check_store(config), _check_imap(config), _check_smtp(config)]
+    results = [_check_store(config), _check_imap(config), _check_smtp(config), _check_trust(config)]
     for ok, part, text in results:
         out(f"{'ok  ' if ok else 'FAIL'} {part:<6} {text}")
     return all(ok for ok, _, _ in results)
@@ -73,3 +73,13 @@ def _check_smtp(config: Config) -> tuple[bool, str, str]:
     except (aiosmtplib.SMTPException, OSError) as exc:
         return False, "smtp", f"{c.host}:{c.port}: {' '.join(str(exc).split())}"
     return True, "smtp", f"{c.host}:{c.port} ({c.security}): {text}; mail leaves as {c.from_address}"
+
+
+def _check_trust(config: Config) -> tuple[bool, str, str]:
+    """Which evidence staff mail is believed on (never a failure: the operator chose it)."""
+    p = config.procedure
+    if p.require_authenticated_staff:
+        return True, "trust", (f"secure: staff mail must carry a DKIM or DMARC pass in the topmost "
+                               f"Authentication-Results of {p.authserv_id or '(no staff configured)'}")
+    return True, "trust", ("INSECURE: staff commands are obeyed on the bare From line "
+                           "(security.require_authenticated_staff = false)")

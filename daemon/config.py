@@ -86,7 +86,7 @@ class ProcedureConfig:
     resolution_hours: float = 48
     commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Obey staff commands only when the receiving server vouches for the sender.
-    require_authenticated_staff: bool = False
+    require_authenticated_staff: bool = True
     authserv_id: str = ""
 
 
@@ -215,10 +215,6 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
                  source: Path | None = None, need_secrets: bool = True) -> Config:
     _check_known_keys(raw)
     r = _Reader(raw)
-    if r.bool("security.require_authenticated_staff", default=False) and \
-            not r.str("security.authserv_id", default=""):
-        raise ConfigError("security.require_authenticated_staff needs security.authserv_id, the name your "
-                          "receiving mail server writes into Authentication-Results")
     if not need_secrets:
         environ = _AnyVariable(environ)
     imap = ImapConfig(
@@ -305,6 +301,14 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         show_customer_addresses=r.bool("report.show_customer_addresses", default=False),
     )
     log_file = r.str("log.file", default=None)
+    # Staff mail is believed only on the receiving server's word: the safe mode is the default,
+    # and trusting the bare From line must be written down (and is warned about at every start).
+    require_authenticated_staff = r.bool("security.require_authenticated_staff", default=True)
+    authserv_id = r.str("security.authserv_id", default="")
+    if require_authenticated_staff and team.staff_addresses and not authserv_id:
+        raise ConfigError("security.authserv_id is required: the name your receiving mail server writes into "
+                          "Authentication-Results, so staff mail can be verified (or write "
+                          "security.require_authenticated_staff = false to trust the bare From line)")
     return Config(
         imap=imap, smtp=smtp, storage_path=storage_path, tickets=tickets, team=team, report=report,
         team_language=r.choice("team.language", ("zh", "en"), default=report.language),
@@ -316,8 +320,8 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
             first_response_hours=r.float("sla.first_response_hours", default=4, minimum=0),
             resolution_hours=r.float("sla.resolution_hours", default=48, minimum=0),
             commands=tuple((k, tuple(v)) for k, v in raw.get("commands", {}).items()),
-            require_authenticated_staff=r.bool("security.require_authenticated_staff", default=False),
-            authserv_id=r.str("security.authserv_id", default=""),
+            require_authenticated_staff=require_authenticated_staff,
+            authserv_id=authserv_id,
         ),
         log_level=r.choice("log.level", ("debug", "info", "warning", "error"), default="info"),
         log_file=(base_dir / log_file) if log_file and not Path(log_file).is_absolute() else

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -175,7 +174,7 @@ class IntakeRunner:
         try:
             effects = self._effects_for(mail)
         except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the desk
-            log.error("mail %s could not be handled: %s\n%s", mail.key, exc, traceback.format_exc())
+            log.error("mail %s could not be handled: %s", mail.key, exc, exc_info=True)
             return self._quarantine(fetched, raw_key, f"internal error: {exc.__class__.__name__}: {exc}",
                                     key=mail.key)
         now = self.clock()

@@ -1,10 +1,19 @@
-"""Tickets as the command line shows them (the JSON contract of ``tickets list/show``)."""
+"""Tickets as the command line shows them: the JSON contract of ``tickets list/show``, and the
+text for the terminal.
+
+Subjects, names, bodies and event details come from mail: the terminal text
+escapes their control and bidi characters (``maildesk.printable``), the JSON
+writer escapes them in its own way (``maildesk.cli``).
+"""
 from __future__ import annotations
 
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from maildesk.model import Ticket
+from maildesk.parsers.own_text import without_own_text
+from maildesk.parsers.reply import split_reply
+from maildesk.printable import multi_line, one_line
 
 
 def _local(value: datetime | None, tz: ZoneInfo) -> str | None:
@@ -40,13 +49,14 @@ def ticket_detail(t: Ticket, tz: ZoneInfo) -> dict:
             "to": list(m.recipients),
             "date": _local(m.date, tz),
             "text": m.text,
+            "new_text": new,
             "internal": m.internal,
             "attachments": [a.filename for a in m.attachments],
             "message_id": m.message_id,
             "kind": m.kind,
             "notes": list(m.notes),
         }
-        for m in t.messages
+        for m, new in zip(t.messages, _new_texts(t))
     ]
     detail["events"] = [
         {"at": _local(e.at, tz), "actor": e.actor, "kind": e.kind, "from_stage": e.from_stage,
@@ -54,3 +64,42 @@ def ticket_detail(t: Ticket, tz: ZoneInfo) -> dict:
         for e in t.events
     ]
     return detail
+
+
+def _new_texts(t: Ticket) -> list[str]:
+    """What the desk reads as newly written in each message: for mail received, the splitter's new
+    text minus the desk's own earlier mails on the ticket (the text commands are read from)."""
+    sent: list[str] = []
+    found = []
+    for m in t.messages:
+        if m.direction == "out":
+            found.append(m.text)
+            sent.append(m.text)
+        else:
+            found.append(without_own_text(split_reply(m.text).new, sent))
+    return found
+
+
+def summary_line(t: Ticket) -> str:
+    """One line of ``tickets list``."""
+    return f"{t.tag}  {t.stage:<10}  {one_line(t.customer):<32}  {one_line(t.subject)}"
+
+
+def detail_text(detail: dict) -> str:
+    """``tickets show`` for the terminal, from ``ticket_detail``."""
+    customer = one_line(detail["customer"])
+    if detail["customer_name"]:
+        customer = f"{one_line(detail['customer_name'])} <{customer}>"
+    lines = [f"{detail['id']} [{detail['stage']}] {one_line(detail['subject'])}", f"customer: {customer}"]
+    for m in detail["messages"]:
+        flag = " (internal)" if m["internal"] else ""
+        to = ", ".join(one_line(r) for r in m["to"])
+        lines += ["", f"--- {m['direction']} {m['date']} {one_line(m['from'])} -> {to}{flag}",
+                  multi_line(m["text"].rstrip())]
+    lines += ["", "events:"]
+    for e in detail["events"]:
+        line = f"  {e['at']} {one_line(e['actor'] or '')} {e['kind']} {e['from_stage'] or ''} -> {e['to_stage'] or ''}"
+        if e["detail"]:
+            line += f": {one_line(e['detail'])}"
+        lines.append(line)
+    return "\n".join(lines)

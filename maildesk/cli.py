@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from maildesk import __version__
+from maildesk.printable import EscapingFilter, json_safe, multi_line
 
 EXIT_CONFIG, EXIT_STORE, EXIT_SERVER = 2, 3, 4
 
@@ -33,6 +34,10 @@ class _UtcFormatter(logging.Formatter):
 
     def formatTime(self, record, datefmt=None):  # noqa: N802 - logging API
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", self.converter(record.created))
+
+    def formatException(self, ei):  # noqa: N802 - logging API
+        # A traceback keeps its lines, but the exception messages in it may quote mail.
+        return multi_line(super().formatException(ei))
 
 
 def setup_logging(level: str = "info", file: Path | None = None) -> None:
@@ -47,6 +52,8 @@ def setup_logging(level: str = "info", file: Path | None = None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Mail data reaches log lines as arguments: one record stays one line, free of terminal escapes.
+    handler.addFilter(EscapingFilter())
     root = logging.getLogger("maildesk")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -164,7 +171,7 @@ def _run(config) -> int:
 
 
 def _tickets(config, args) -> int:
-    from maildesk.daemon.views import ticket_detail, ticket_summary
+    from maildesk.daemon.views import detail_text, summary_line, ticket_detail, ticket_summary
     from maildesk.storage.store import TicketStore
 
     tz = config.report.timezone
@@ -175,7 +182,7 @@ def _tickets(config, args) -> int:
                 _print_json([ticket_summary(t, tz) for t in rows])
             else:
                 for t in rows:
-                    print(f"{t.tag}  {t.stage:<10}  {t.customer:<32}  {t.subject}")
+                    print(summary_line(t))
             return 0
         number = store.parse_tag(args.id) if not args.id.isdigit() else int(args.id)
         ticket = store.get_ticket(number) if number is not None else None
@@ -185,14 +192,7 @@ def _tickets(config, args) -> int:
         if args.json:
             _print_json(detail)
         else:
-            print(f"{ticket.tag} [{ticket.stage}] {ticket.subject}\ncustomer: {ticket.customer}")
-            for m in detail["messages"]:
-                flag = " (internal)" if m["internal"] else ""
-                print(f"\n--- {m['direction']} {m['date']} {m['from']} -> {', '.join(m['to'])}{flag}")
-                print(m["text"].rstrip())
-            print("\nevents:")
-            for e in detail["events"]:
-                print(f"  {e['at']} {e['actor']} {e['kind']} {e['from_stage'] or ''} -> {e['to_stage'] or ''}")
+            print(detail_text(detail))
     return 0
 
 
@@ -241,5 +241,6 @@ def peak_memory_mb() -> float:
 
 
 def _print_json(value) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    # Strings from mail may hold C1 and bidi controls, which orjson writes raw.
+    sys.stdout.buffer.write(json_safe(orjson.dumps(value, option=orjson.OPT_INDENT_2)) + b"\n")
     sys.stdout.flush()

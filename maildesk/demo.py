@@ -5,6 +5,13 @@ an aiosmtpd server takes what the desk sends: mail for the support address
 is put into its inbox (so a reply "by mail" works), everything else is shown
 on the console and filed into the mailbox's ``Demo/Outgoing`` folder, where a
 mail client pointed at the demo can read it.  No root, no system packages.
+
+The demo runs in the desk's secure mode, as production should: the demo
+company's outgoing server DKIM-signs staff mail (``DemoSigner``, a key made
+for this run), and the receiving SMTP server verifies every signature with
+dkimpy, removes any ``Authentication-Results`` claiming its own name and
+adds its verdict on top, the way Postfix with OpenDKIM/OpenDMARC or rspamd
+does.  A forged staff mail in the story shows what that buys.
 """
 from __future__ import annotations
 
@@ -27,6 +34,78 @@ from pathlib import Path
 
 SUPPORT = "support@example.com"
 OUTGOING_FOLDER = "Demo/Outgoing"
+AUTHSERV_ID = "mx.demo.example"
+STAFF_DOMAIN = "example.com"
+
+
+class DemoSigner:
+    """The demo company's DKIM key (``demo._domainkey.example.com``), made fresh for each run."""
+
+    selector = b"demo"
+
+    def __init__(self) -> None:
+        import base64
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        self._record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def sign(self, raw: bytes) -> bytes:
+        import dkim
+
+        signature = dkim.sign(raw, self.selector, STAFF_DOMAIN.encode(), self._private,
+                              include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"in-reply-to"])
+        return signature + raw
+
+    def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
+        """The only DNS the demo's receiving server needs: this key's TXT record."""
+        wanted = self.selector + b"._domainkey." + STAFF_DOMAIN.encode() + b"."
+        return self._record if name.lower() == wanted else None
+
+
+def stamp_verdict(raw: bytes, signer: DemoSigner) -> bytes:
+    """What the receiving server does: drop headers that claim its name, verify DKIM, add its verdict."""
+    import dkim
+    from email.utils import parseaddr
+
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = raw.partition(b"\n\n")
+    lines = head.splitlines(keepends=True)
+    kept: list[bytes] = []
+    skipping = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        name, _, value = line.partition(b":")
+        skipping = name.strip().lower() == b"authentication-results" and \
+            value.strip().lower().startswith(AUTHSERV_ID.encode())
+        if not skipping:
+            kept.append(line)
+    raw = b"".join(kept) + sep + body
+    message = message_from_bytes(raw, policy=default_policy)
+    domain = parseaddr(str(message.get("From", "")))[1].rpartition("@")[2].lower()
+    verifier = dkim.DKIM(raw)
+    try:
+        good = bool(message.get("DKIM-Signature")) and verifier.verify(dnsfunc=signer.dns)
+    except Exception:  # noqa: BLE001 - a broken signature is a failed one
+        good = False
+    signed_by = (verifier.domain or b"").decode().lower()
+    if not message.get("DKIM-Signature"):
+        results = "dkim=none; dmarc=none"
+    elif good and signed_by == domain:
+        results = f"dkim=pass header.d={signed_by} header.s=demo; dmarc=pass header.from={domain}"
+    else:
+        results = f"dkim=fail header.d={signed_by or domain}; dmarc=fail header.from={domain}"
+    return f"Authentication-Results: {AUTHSERV_ID}; {results}\r\n".encode() + raw
 
 
 def _free_port() -> int:
@@ -110,16 +189,17 @@ class DemoImapServer:
 
 
 class _DemoSmtpHandler:
-    def __init__(self, imap: DemoImapServer, sent: list) -> None:
+    def __init__(self, imap: DemoImapServer, sent: list, signer: DemoSigner) -> None:
         self.imap = imap
         self.sent = sent
+        self.signer = signer
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
         data = bytes(envelope.original_content or envelope.content)
         rcpts = [r.lower() for r in envelope.rcpt_tos]
         loop = asyncio.get_running_loop()
         if SUPPORT in rcpts:
-            await loop.run_in_executor(None, self.imap.append, data, "INBOX")
+            await loop.run_in_executor(None, self.imap.append, stamp_verdict(data, self.signer), "INBOX")
         others = [r for r in rcpts if r != SUPPORT]
         if others:
             self.sent.append((others, message_from_bytes(data, policy=default_policy)))
@@ -186,8 +266,21 @@ def run_demo(keep: bool = False) -> int:
     imap = DemoImapServer(SUPPORT, password).start()
     sent: list = []
     smtp_port = _free_port()
-    smtp = Controller(_DemoSmtpHandler(imap, sent), hostname="127.0.0.1", port=smtp_port)
+    signer = DemoSigner()
+    smtp = Controller(_DemoSmtpHandler(imap, sent, signer), hostname="127.0.0.1", port=smtp_port)
     smtp.start()
+
+    def deliver(raw: bytes, *, from_company: bool = True) -> None:
+        """Mail to the support address goes through the receiving server, which judges its signature;
+        staff mail sent through the demo company's own server leaves it DKIM-signed."""
+        import smtplib
+
+        sender = message_from_bytes(raw, policy=default_policy)["From"].addresses[0].addr_spec
+        if from_company and sender.endswith("@" + STAFF_DOMAIN):
+            raw = signer.sign(raw)
+        with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+            client.sendmail(sender, [SUPPORT], raw)
+
     os.environ["HELPDESK_DEMO_PASSWORD"] = password
     config_path = workdir / "config.toml"
     config_path.write_text(_CONFIG.format(imap_port=imap.port, smtp_port=smtp_port, support=SUPPORT),
@@ -204,7 +297,7 @@ def run_demo(keep: bool = False) -> int:
         for label, raw in _first_wave():
             subject = message_from_bytes(raw, policy=default_policy)["Subject"]
             print(f"   - {label}: {subject}", file=out)
-            imap.append(raw)
+            deliver(raw)
         with Desk(config) as desk:
             summary = desk.run_once()
         print(f"\n   The desk handled {summary.handled} mails: "
@@ -216,9 +309,9 @@ def run_demo(keep: bool = False) -> int:
         ack = next(m for rcpts, m in sent if rcpts == ["zhang.wei@customer.example"])
         tag = ack["Subject"].split("]")[0].lstrip("[")
         sent.clear()
-        imap.append(_mail("zhang.wei@customer.example", "Zhang Wei", "Re: Cannot print from SAP",
+        deliver(_mail("zhang.wei@customer.example", "Zhang Wei", "Re: Cannot print from SAP",
                           "The spool shows error 0x2a now.", in_reply_to=ack["Message-ID"]))
-        imap.append(_mail("eve@other.example", "Eve", f"Re: [{tag}] Cannot print from SAP",
+        deliver(_mail("eve@other.example", "Eve", f"Re: [{tag}] Cannot print from SAP",
                           "What was this ticket about?"))
         with Desk(config) as desk:
             desk.run_once()
@@ -238,8 +331,7 @@ def run_demo(keep: bool = False) -> int:
         ]
         for who, address, text in steps:
             sent.clear()
-            imap.append(_mail(address, who, f"回复：[{tag2}] 邮箱容量已满，无法收信", text,
-                              in_reply_to=None))
+            deliver(_mail(address, who, f"回复：[{tag2}] 邮箱容量已满，无法收信", text, in_reply_to=None))
             with Desk(config) as desk:
                 desk.run_once()
                 stage = desk.store.get_ticket(2).stage
@@ -248,7 +340,20 @@ def run_demo(keep: bool = False) -> int:
             print(f"        -> stage {stage}; mail sent to "
                   f"{', '.join(sorted({r for rcpts, _ in sent for r in rcpts})) or 'nobody'}", file=out)
 
-        print("\n4. The tickets (helpdesk -c CONFIG tickets list):", file=out)
+        print("\n4. Eve forges Alice's address (no DKIM signature) to resolve Zhang Wei's ticket:", file=out)
+        sent.clear()
+        deliver(_mail("eve@other.example", "Alice Wang", f"Re: [{tag}] Cannot print from SAP",
+                      "#resolve Fixed, please confirm your password at http://other.example/login",
+                      ).replace(b"From: Alice Wang <eve@other.example>", b"From: Alice Wang <alice@example.com>"),
+                from_company=False)  # sent from Eve's own server: nobody signs it for example.com
+        with Desk(config) as desk:
+            desk.run_once()
+            forged = desk.store.get_ticket(int(tag.split("-")[1]))
+        event = forged.events[-1]
+        print(f"   -> {tag} stays at stage {forged.stage}; event {event.kind}: {event.detail}", file=out)
+        _show_sent(sent, out)
+
+        print("\n5. The tickets (helpdesk -c CONFIG tickets list):", file=out)
         with Desk(config) as desk:
             for t in sorted(desk.store.tickets(), key=lambda t: t.number):
                 row = ticket_summary(t, config.report.timezone)
@@ -325,4 +430,8 @@ nda_signed = "2026-01-15"
 [report]
 timezone = "Asia/Shanghai"
 language = "zh"
+
+[security]
+# The demo's receiving SMTP server verifies DKIM and stamps its verdict with this name.
+authserv_id = "mx.demo.example"
 """

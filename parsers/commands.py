@@ -1,6 +1,6 @@
 """The keyword grammar: staff commands and customers' answers.  Pure functions.
 
-A staff command is a line of the new text (or a word of the subject) that
+A staff command is a line of the new text (never the subject) that
 starts with ``#`` or the full-width ``＃``, then a keyword, then an optional
 ``:``/``：`` and text.  Text is NFKC-normalised first (full-width signs,
 digits and the ideographic space become plain ones) and matched
@@ -72,11 +72,15 @@ class Command:
 
 
 _LINE = re.compile(r"^\s*#\s*([^\s:#]+)\s*:?\s*(.*?)\s*$")
-_SUBJECT_WORD = re.compile(r"(?:^|\s)#\s*([^\s:#\[\]]+)")
 
 
-def parse_reply_commands(new_text: str, subject: str, vocabulary: Vocabulary) -> list[Command]:
-    """Commands in the new text (one per line) and known keywords in the subject."""
+def parse_commands(new_text: str, vocabulary: Vocabulary) -> list[Command]:
+    """Commands in the new text the sender typed, one per line.
+
+    Never from the subject: staff replies repeat the customer's subject, so a
+    subject such as "VPN drops #resolve" would otherwise give staff commands
+    in the customer's words.
+    """
     found: list[Command] = []
     for number, raw in enumerate(normalise(new_text).splitlines()):
         m = _LINE.match(raw)
@@ -86,13 +90,18 @@ def parse_reply_commands(new_text: str, subject: str, vocabulary: Vocabulary) ->
         if word.isdigit():
             continue  # "#3" is a number in a sentence, not a command
         found.append(Command(vocabulary.keywords.get(word), word, m.group(2), number))
-    for m in _SUBJECT_WORD.finditer(normalise(subject)):
-        word = m.group(1).lower()
-        name = vocabulary.keywords.get(word)
-        # Only known keywords count in a subject: "Issue #42" or "#hashtag" are text.
-        if name and not any(c.name == name for c in found):
-            found.append(Command(name, word, "", -1))
     return found
+
+
+def parse_reply_commands(new_text: str, subject: str, vocabulary: Vocabulary) -> list[Command]:
+    """``parse_commands`` for callers that also hold the subject, which is deliberately not read."""
+    del subject
+    return parse_commands(new_text, vocabulary)
+
+
+# The same line shape on the text as written (full-width sign and colon allowed), so the argument
+# keeps the writer's own punctuation: "原因：驱动损坏" stays as typed.
+_RAW_LINE = re.compile(r"^\s*[#＃]\s*[^\s:：#＃]+\s*[:：]?\s*(.*?)\s*$")
 
 
 def text_without_commands(new_text: str) -> str:
@@ -101,8 +110,10 @@ def text_without_commands(new_text: str) -> str:
     for raw in new_text.splitlines():
         m = _LINE.match(normalise(raw))
         if m and not m.group(1).isdigit():
-            if m.group(2):
-                out.append(m.group(2))
+            written = _RAW_LINE.match(raw)
+            argument = written.group(1) if written else m.group(2)
+            if argument:
+                out.append(argument)
             continue
         out.append(raw)
     return "\n".join(out).strip()

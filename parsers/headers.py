@@ -8,6 +8,7 @@ every call in quadratic time.  Everything here is linear in the value.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from datetime import datetime, timezone
 from email.message import Message
@@ -61,20 +62,96 @@ def unfold(value: str) -> str:
 
 # -- addresses ----------------------------------------------------------------------------
 
+# CVE-2023-27043: the lenient parser reads ``alice@example.test <eve@evil.test>`` as two
+# addresses, alice first, so an outsider could pass as staff.  Python 3.13 (and the security
+# releases 3.12.6, 3.11.10) parse strictly and return ('', '') for a header they reject; older
+# ones get the same rules from ``strict_getaddresses``.
+STDLIB_STRICT = "strict" in inspect.signature(getaddresses).parameters
+
+
 def parse_addresses(values: list[str]) -> list[Address]:
+    """The addresses of a header; none at all when the header is malformed in a way that
+    could make it name someone other than the writer meant (``strict_getaddresses``)."""
     if not values:
         return []
     texts = [_CONTROL.sub(" ", decode_8bit(v)) for v in values]
-    found = _to_addresses(getaddresses(texts))
+    found = _to_addresses(address_pairs(texts))
     if not found and any("=?" in t for t in texts):
         # Some senders encode the whole "name <address>" as one encoded word.
-        found = _to_addresses(getaddresses([_CONTROL.sub(" ", decode_encoded_words(t)) for t in texts]))
+        found = _to_addresses(address_pairs([_CONTROL.sub(" ", decode_encoded_words(t)) for t in texts]))
     return found
+
+
+def stdlib_strict_getaddresses(values: list[str]) -> list[tuple[str, str]]:
+    return getaddresses(values, strict=True)
+
+
+def strict_getaddresses(values: list[str]) -> list[tuple[str, str]]:
+    """``getaddresses(values, strict=True)`` of the Pythons that have it, for those that don't.
+
+    The same rules as CPython's fix (gh-102988), so that a header reads the same on every
+    Python: values whose comments do not balance, or that parse into more or fewer addresses
+    than they have commas outside quoted strings plus one, yield ``[('', '')]`` as a whole;
+    an address holding ``[`` (a domain literal, or the remains of a failed parse) becomes
+    ``('', '')``.  The forms that fool the lenient parser all fail the count:
+    ``alice@a.test <eve@b.test>``, ``"Alice" <alice@a.test>eve@b.test``,
+    ``Alice <alice@a.test> <eve@b.test>``, ``alice@a.test;<eve@b.test>``.
+    """
+    values = [str(v) for v in values]
+    if not all(_comments_balance(v) for v in values):
+        return [("", "")]
+    pairs = [("", "") if "[" in address else (name, address) for name, address in _lenient_getaddresses(values)]
+    # A comma in a quoted display name ("Wang, Alice") separates nothing.
+    expected = sum(1 + _outside_quoted_strings(v).count(",") for v in values)
+    return pairs if len(pairs) == expected else [("", "")]
+
+
+def _lenient_getaddresses(values: list[str]) -> list[tuple[str, str]]:
+    return getaddresses(values, strict=False) if STDLIB_STRICT else getaddresses(values)
+
+
+def _outside_quoted_strings(text: str) -> str:
+    """``text`` without its "quoted strings" (an unterminated one is kept, as CPython does)."""
+    kept = []
+    start, opened, escaped = 0, None, False
+    for pos, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            if opened is None:
+                opened = pos
+            else:
+                kept.append(text[start:opened])
+                start, opened = pos + 1, None
+    kept.append(text[start:])
+    return "".join(kept)
+
+
+def _comments_balance(text: str) -> bool:
+    depth, escaped = 0, False
+    for char in _outside_quoted_strings(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
 
 
 def first_address(values: list[str]) -> Address | None:
     found = parse_addresses(values)
     return found[0] if found else None
+
+
+# How parse_addresses reads a header: the standard library's strict mode where it has one.
+address_pairs = stdlib_strict_getaddresses if STDLIB_STRICT else strict_getaddresses
 
 
 def _to_addresses(pairs: list[tuple[str, str]]) -> list[Address]:

@@ -28,7 +28,7 @@ from email.policy import compat32
 
 import mailparser
 
-from maildesk.model import InboundAttachment, InboundMail, SkippedAttachment
+from maildesk.model import Address, InboundAttachment, InboundMail, SkippedAttachment
 from maildesk.parsers.charset import decode_bytes
 from maildesk.parsers.headers import (
     Headers, first_address, header_text, message_id, message_ids, mime_header, parse_addresses, parse_date,
@@ -218,14 +218,37 @@ def _nesting_depth(lowered: bytes) -> int:
 
 # -- building the result ------------------------------------------------------------------
 
+def delivery_key(mid: str | None, sender: Address | None, raw: bytes) -> str:
+    """What makes two deliveries the same mail: Message-ID, sender and body.
+
+    The Message-ID alone is chosen by the sender, so a stranger who sends
+    first with somebody else's Message-ID would make that person's mail look
+    "already handled".  The body digest tells a true duplicate (the same mail
+    delivered twice, with different trace headers) from a different mail
+    reusing an id.  Without a Message-ID, the whole message decides.
+    """
+    if not mid:
+        return "sha256:" + hashlib.sha256(raw).hexdigest()
+    normalised = raw.replace(b"\r\n", b"\n")
+    head_end = normalised.find(b"\n\n")
+    body = normalised[head_end + 2:] if head_end != -1 else b""
+    digest = hashlib.sha256(body).hexdigest()[:24]
+    return f"{mid[1:-1]}|{sender.email if sender else '-'}|{digest}"
+
+
 def _header_fields(raw: bytes, headers: Headers, defects: list[str]) -> dict:
     mid = message_id(headers.first("message-id"))
     if mid is None and headers.first("message-id") is not None:
         defects.append("Message-ID header holds no usable id")
+    senders = parse_addresses(headers.all("from"))
+    # Several mailboxes in From (or several From lines) name no single author: nobody to believe.
+    sender = senders[0] if len(senders) == 1 else None
+    if len(senders) > 1:
+        defects.append("From names more than one mailbox")
     return dict(
-        key=mid[1:-1] if mid else "sha256:" + hashlib.sha256(raw).hexdigest(),
+        key=delivery_key(mid, sender, raw),
         message_id=mid,
-        sender=first_address(headers.all("from")),
+        sender=sender,
         subject=headers.text("subject"),
         to=parse_addresses(headers.all("to")),
         cc=parse_addresses(headers.all("cc")),

@@ -92,8 +92,23 @@ def render_report(report: WeeklyReport, config: Config, renderer: Renderer, *, l
     return RenderedReport(report, subject, text, html, charts, ticket_csv(report, config, mask))
 
 
+# Starts of a cell that a spreadsheet may evaluate: OWASP's list (= + - @, a leading tab or
+# carriage return) and the full-width signs, which Excel reads as the ASCII ones.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def spreadsheet_text(value: str) -> str:
+    """A text cell that a spreadsheet shows as text, never evaluates (OWASP's CSV Injection advice:
+    a leading single quote; the csv writer quotes the cell when it needs quoting)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def ticket_csv(report: WeeklyReport, config: Config, mask) -> bytes:
-    """One row per ticket received or closed in the week; UTF-8 with BOM so Excel shows Chinese."""
+    """One row per ticket received or closed in the week; UTF-8 with BOM so Excel shows Chinese.
+
+    Subjects, summaries and lessons are written by customers and staff: every text cell is made
+    inert (``spreadsheet_text``); the figures computed here are written as numbers.
+    """
     tz = config.report.timezone
     staff = policy_for(config).staff
     out = io.StringIO()
@@ -103,13 +118,14 @@ def ticket_csv(report: WeeklyReport, config: Config, mask) -> bytes:
     for t in report.tickets_of_week:
         fr = first_response(t, staff)
         res = resolution_events(t)
-        writer.writerow([
+        row = [
             t.tag, t.subject, mask(t.customer), t.stage, t.assignee or "", t.priority,
             t.created_at.astimezone(tz).isoformat(timespec="minutes"),
-            f"{(fr.at - t.created_at).total_seconds() / 3600:.2f}" if fr else "",
-            f"{(res[-1].at - t.created_at).total_seconds() / 3600:.2f}" if res else "",
+            round((fr.at - t.created_at).total_seconds() / 3600, 2) if fr else "",
+            round((res[-1].at - t.created_at).total_seconds() / 3600, 2) if res else "",
             t.rating or "", t.summary, t.lessons,
-        ])
+        ]
+        writer.writerow([spreadsheet_text(cell) if isinstance(cell, str) else cell for cell in row])
     return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
 
 

@@ -18,6 +18,25 @@ if not CORPUS.is_dir():  # CI clones the repository with shared/ beside it
 SUPPORT = "support@example.com"
 TECHNICIANS = (("alice@example.com", "Alice Wang", "2026-01-15"), ("bob@example.com", "Bob Li", None))
 SUPERVISOR = "lead@example.com"
+# The tests' receiving server: it stamps its verdict on staff mail (see ``verified``).
+AUTHSERV_ID = "mx.example.com"
+
+
+def verified(raw: bytes, *, authserv_id: str = AUTHSERV_ID, result: str = "pass") -> bytes:
+    """The mail as the receiving server hands it over after checking its DKIM signature and DMARC.
+
+    In production Postfix with OpenDKIM/OpenDMARC (or rspamd) adds this header
+    on top; the tests add it for the mails they treat as genuinely signed.
+    """
+    head = raw.split(b"\n\n", 1)[0] if b"\r\n\r\n" not in raw else raw.split(b"\r\n\r\n", 1)[0]
+    sender = b""
+    for line in head.splitlines():
+        if line.lower().startswith(b"from:"):
+            sender = line
+    domain = sender.decode("utf-8", "replace").rsplit("@", 1)[-1].strip(" >\r\n").lower()
+    stamp = (f"Authentication-Results: {authserv_id}; dkim={result} header.d={domain} header.s=sel;"
+             f" dmarc={result} header.from={domain}\r\n")
+    return stamp.encode() + raw
 
 
 def write_config(directory: Path, *, imap_port: int, imap_user: str, imap_password: str,
@@ -68,6 +87,9 @@ language = "en"
 [report]
 timezone = "Asia/Shanghai"
 language = "en"
+
+[security]
+authserv_id = "{AUTHSERV_ID}"
 
 [log]
 level = "info"

@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from email import message_from_bytes
+from dataclasses import dataclass, field
+from email import message_from_bytes, message_from_string
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -277,9 +277,15 @@ class Dovecot:
 @dataclass
 class Received:
     mail_from: str
-    rcpt_tos: list[str]
+    rcpt_tos: list[str]  # the envelope recipients exactly as the RCPT commands named them
     data: bytes
     message: EmailMessage
+    # MAIL FROM parameters as sent (upper case, e.g. ["SIZE=1234", "SMTPUTF8"])
+    mail_options: list[str] = field(default_factory=list)
+
+    @property
+    def smtputf8(self) -> bool:
+        return "SMTPUTF8" in self.mail_options
 
 
 class _SinkHandler:
@@ -299,8 +305,8 @@ class _SinkHandler:
         if self.sink.reject_with:
             return self.sink.reject_with
         data = bytes(envelope.original_content or envelope.content)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), data,
-                            message_from_bytes(data, policy=default_policy))
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), data, _parsed(data, envelope.smtp_utf8),
+                            list(envelope.mail_options))
         with self.sink.lock:
             self.sink.received.append(received)
         if self.sink.on_receive is not None:
@@ -310,17 +316,30 @@ class _SinkHandler:
         return "250 Message accepted for delivery"
 
 
+def _parsed(data: bytes, smtputf8: bool) -> EmailMessage:
+    if smtputf8:
+        # RFC 6532 headers are UTF-8; the bytes parser would leave them as surrogate escapes.
+        return message_from_string(data.decode("utf-8", "surrogateescape"), policy=default_policy)
+    return message_from_bytes(data, policy=default_policy)
+
+
 class SmtpSink:
     """An aiosmtpd server on loopback that keeps every accepted message."""
 
     host = "127.0.0.1"
 
-    def __init__(self, tls_cert: tuple[Path, Path] | None = None, starttls: bool = False) -> None:
+    def __init__(self, tls_cert: tuple[Path, Path] | None = None, starttls: bool = False,
+                 smtputf8: bool = True) -> None:
         """``tls_cert=(cert, key)``: implicit TLS (like port 465) with that certificate, or,
-        with ``starttls=True``, plain text upgraded by STARTTLS (like port 587), required."""
+        with ``starttls=True``, plain text upgraded by STARTTLS (like port 587), required.
+
+        ``smtputf8``: offer SMTPUTF8 (RFC 6531) in the EHLO answer, as aiosmtpd's Controller
+        always did by default; ``False`` is a server that takes ASCII addresses only and
+        refuses ``MAIL FROM:<...> SMTPUTF8`` and non-ASCII addresses."""
         self.port = free_port()
         self.tls_cert = tls_cert
         self.starttls = starttls
+        self.smtputf8 = smtputf8
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.reject_with: str | None = None
@@ -338,10 +357,11 @@ class SmtpSink:
         if self.starttls:
             self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
                                           data_size_limit=64 * 2**20, tls_context=ssl_context,
-                                          require_starttls=True)
+                                          require_starttls=True, enable_SMTPUTF8=self.smtputf8)
         else:
             self._controller = Controller(_SinkHandler(self), hostname=self.host, port=self.port,
-                                          data_size_limit=64 * 2**20, ssl_context=ssl_context)
+                                          data_size_limit=64 * 2**20, ssl_context=ssl_context,
+                                          enable_SMTPUTF8=self.smtputf8)
         self._controller.start()
         return self
 

@@ -80,7 +80,8 @@ def test_check_reports_each_part_in_one_line(tmp_path, dovecot, mailbox, smtp_si
                           imap_password=mailbox.password, smtp_port=smtp_sink.port)
     proc = helpdesk(config, "check", password=mailbox.password)
     lines = proc.stdout.splitlines()
-    assert [line.split()[:2] for line in lines] == [["ok", "store"], ["ok", "imap"], ["ok", "smtp"]]
+    assert [line.split()[:2] for line in lines] == [["ok", "store"], ["ok", "imap"], ["ok", "smtp"], ["ok", "trust"]]
+    assert "secure" in lines[3] and "mx.example.com" in lines[3]
     assert "IDLE" in lines[1] and "MOVE" in lines[1]
     smtp_sink.stop()
     wrong = write_config(tmp_path / "wrong", imap_port=dovecot.port, imap_user=mailbox.username,
@@ -89,7 +90,7 @@ def test_check_reports_each_part_in_one_line(tmp_path, dovecot, mailbox, smtp_si
     assert proc.returncode == 4
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("ok") and lines[1].startswith("FAIL imap") and "refused" in lines[1]
-    assert lines[2].startswith("FAIL smtp") and len(lines) == 3
+    assert lines[2].startswith("FAIL smtp") and len(lines) == 4
     assert "not-the-password" not in proc.stdout + proc.stderr
     smtp_sink.start()
 

@@ -18,7 +18,11 @@ def test_demo_shows_tickets_acknowledgements_and_the_stranger_rule():
     assert "-> eve@other.example: [TS-000005] Cannot print from SAP" in out
     assert "director@customer.example" not in out.split("1. Customers")[1].split("2. Zhang")[0].split(
         "The desk handled")[1]
-    assert "TS-000001  received  zhang.wei@customer.example" in out and "(2 mail(s) in)" in out
+    assert "TS-000001  received  zhang.wei@customer.example" in out and "(3 mail(s) in)" in out
+    # Secure mode: signed staff mail was obeyed (above); the forged one was not, and the supervisor heard.
+    forged = out.split("4. Eve forges")[1].split("5. The tickets")[0]
+    assert "stays at stage received; event forged-staff-mail" in forged and "no DKIM or DMARC pass" in forged
+    assert "-> lead@example.com: [TS-000001]" in forged and "zhang.wei@customer.example:" not in forged
     # All six stages, driven by a technician's and a customer's mails.
     for stage in ("diagnosing", "proposed", "executing", "feedback", "closed"):
         assert f"-> stage {stage};" in out

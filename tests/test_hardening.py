@@ -185,7 +185,7 @@ def test_every_mail_ends_as_a_defined_outcome(raw):
     route = decide(mail, desk, ctx)
     effects = handle(mail, route, ctx, number=1, tag="TS-000001")
     assert effects.outcome in {"ticket", "follow-up", "staff-reply", "directive", "machine", "bounce", "ignored",
-                               "quarantined", "forged"}
+                               "quarantined", "forged", "refused"}
     if effects.outcome == "quarantined":
         assert effects.reason
     for out in effects.outbound:

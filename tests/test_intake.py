@@ -10,7 +10,7 @@ from maildesk.daemon.config import load_config
 from maildesk.model import Address, OutboundMail, Ticket
 from maildesk.storage.store import TicketStore
 
-from .desk import CORPUS, SUPPORT, customer_mail, helpdesk, ticket, tickets, write_config
+from .desk import CORPUS, SUPPORT, customer_mail, helpdesk, ticket, tickets, verified, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,11 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
     files = sorted(CORPUS.glob("*.eml"))
     assert len(files) == 16
     for f in files:
-        mailbox.deliver(f.read_bytes())
+        raw = f.read_bytes()
+        # The technicians' mails in the corpus are signed by their company's server (example.com).
+        staff = any(line.lower().startswith(b"from:") and b"@example.com" in line.lower()
+                    for line in raw.split(b"\n\n", 1)[0].splitlines())
+        mailbox.deliver(verified(raw) if staff else raw)
 
     summary = run_once(desk_config)
     assert summary.handled == 16
@@ -95,7 +99,9 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
     assert (t21["stage"], t21["assignee"]) == ("proposed", "alice@example.com")
     texts = [m["text"] for m in t21["messages"]]
     assert any("把邮箱配额从 2GB 调到 10GB" in t for t in texts)  # technician (Outlook)
-    assert any("客户已确认，今晚十点操作" in t for t in texts)  # technician (QQ, full-width)
+    # Bob (QQ, full-width) has no NDA: his mail is refused and nothing of it joins the customer's ticket.
+    assert not any("客户已确认，今晚十点操作" in t for t in texts)
+    assert "refused-no-nda" in [e["kind"] for e in t21["events"]]
     assert any("4分" in t for t in texts)  # customer's rating reply
     # The bounce is recorded on the ticket of the mail that failed.
     t30 = show("TS-000030")
@@ -103,7 +109,7 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
 
     # Acknowledgements: one per new ticket, none for machines, in the customer's language.
     # An ack and a team notification per new ticket, a notification per customer follow-up
-    # (corpus 05 and 08), Alice's proposal relayed to the customer (06), and an error to Bob,
+    # (corpus 05 and 08), Alice's proposal relayed to the customer (06), and a neutral refusal to Bob,
     # who has no NDA on record (07); run_once returns only after the server's 250s.
     sent = smtp_sink.messages()
     assert len(sent) == 2 * len(new) + 2 + 2
@@ -111,9 +117,9 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
     assert proposal.rcpt_tos == ["liuyang@customer.example"]
     assert "把邮箱配额从 2GB 调到 10GB" in proposal.message.get_content()
     assert "alice@example.com" not in proposal.data.decode("utf-8", "replace")
-    error = next(m for m in sent if m.rcpt_tos == ["bob@example.com"])
-    assert "no signed NDA" in error.message.get_content()
-    sent = [m for m in sent if m not in (proposal, error)]
+    refusal = next(m for m in sent if m.rcpt_tos == ["bob@example.com"])
+    assert "confidentiality agreement" in refusal.message.get_content()
+    sent = [m for m in sent if m not in (proposal, refusal)]
     ack_to = sorted(m.rcpt_tos[0] for m in sent if m.message["Auto-Submitted"] == "auto-replied")
     assert ack_to == sorted(t["customer"] for t in new.values())
     for m in sent:

@@ -151,7 +151,8 @@ def test_corpus_mail(name):
     if "message_id" in expected:
         assert parsed.message_id == expected["message_id"]
     if parsed.message_id:
-        assert parsed.key == parsed.message_id[1:-1]
+        # Message-ID, sender and body: a reused Message-ID alone does not make a duplicate.
+        assert parsed.key.startswith(parsed.message_id[1:-1] + "|" + (parsed.sender.email if parsed.sender else "-"))
     for fragment in expected.get("defects", []):
         assert any(fragment in d for d in parsed.defects), parsed.defects
     if not expected.get("defects"):
@@ -348,7 +349,7 @@ def test_absent_and_broken_headers():
     assert parsed.message_id == "<synthetic.1@example.org>"  # the first Message-ID header counts
     spaced = parse_mail(b"From: a@b.example\r\nMessage-ID:   <spaced\r\n  id@example.org >\r\n\r\nx")
     assert spaced.message_id == "<spacedid@example.org>"
-    assert spaced.key == "spacedid@example.org"
+    assert spaced.key.startswith("spacedid@example.org|a@b.example|")
     bare = parse_mail(b"From: a@b.example\r\nMessage-ID: bare-id@example.org\r\nReturn-Path: <Bounce@X.example>\r\n\r\nx")
     assert bare.message_id == "<bare-id@example.org>"
     assert bare.return_path == "bounce@x.example"
@@ -771,3 +772,20 @@ def test_parse_mail_never_raises_on_random_and_mutated_input(raw):
     assert parsed.machine in (None, "bounce", "auto-reply", "bulk")
     for attachment in parsed.attachments:
         assert attachment.filename and "/" not in attachment.filename and len(attachment.filename) <= 200
+
+
+def test_the_processed_key_is_message_id_sender_and_body():
+    mail = b"From: %s\r\nMessage-ID: <same@cust.example>\r\nSubject: s\r\n\r\n%s\r\n"
+    victim = parse_mail(mail % (b"wang@cust.example", b"my real request"))
+    stranger = parse_mail(mail % (b"eve@evil.example", b"my real request"))
+    forged = parse_mail(mail % (b"wang@cust.example", b"something else"))
+    assert len({victim.key, stranger.key, forged.key}) == 3
+    # The same mail delivered twice, with different trace headers, is one mail.
+    again = parse_mail(b"Received: from relay.example\r\n" + mail % (b"wang@cust.example", b"my real request"))
+    assert again.key == victim.key
+
+
+def test_a_from_with_several_mailboxes_names_no_sender():
+    for head in (b"From: alice@example.com, eve@evil.test\r\n", b"From: alice@example.com\r\nFrom: eve@evil.test\r\n"):
+        parsed = parse_mail(head + b"Message-ID: <m@x>\r\nSubject: s\r\n\r\nbody\r\n")
+        assert parsed.sender is None and any("more than one mailbox" in d for d in parsed.defects)

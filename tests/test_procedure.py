@@ -20,6 +20,7 @@ DIRECTORY = Directory(support_address="support@example.com", prefix="TS",
                       nda_signed=frozenset({"alice@example.com"}),
                       names=(("alice@example.com", "Alice Wang"), ("bob@example.com", "Bob Li")))
 CUSTOMER = "liuyang@customer.example"
+AUTH_OK = ["mx.example.com; dkim=pass header.d=example.com header.s=sel; dmarc=pass header.from=example.com"]
 
 
 class Desk:
@@ -47,16 +48,20 @@ class Desk:
         return None
 
     def ctx(self, **kw):
+        kw.setdefault("authserv_id", "mx.example.com")
         return DeskContext(directory=DIRECTORY, desk=Address("support@example.com", "IT 服务台"),
                            renderer=Renderer(), now=self.now, new_id=lambda: f"{next(self._ids):016x}" * 2,
                            staff_language="zh", **kw)
 
-    def receive(self, sender, text, subject="", *, in_reply_to=None, language="zh", **ctx_kw):
+    def receive(self, sender, text, subject="", *, in_reply_to=None, language="zh", auth_results=None, **ctx_kw):
         self.now += timedelta(minutes=10)
         number = len(self.tickets) + 1
+        if auth_results is None:
+            # Staff mail is signed by the company's server and verified by the receiving one.
+            auth_results = AUTH_OK if sender in DIRECTORY.staff else []
         mail = InboundMail(key=f"k{next(self._ids)}", message_id=f"<m{next(self._ids)}@x.example>",
                            sender=Address(sender), subject=subject, text=text, language=language,
-                           in_reply_to=[in_reply_to] if in_reply_to else [])
+                           in_reply_to=[in_reply_to] if in_reply_to else [], auth_results=auth_results)
         ctx = self.ctx(**ctx_kw)
         route = decide(mail, self, ctx)
         effects = handle(mail, route, ctx, number=number, tag=f"TS-{number:06d}")
@@ -205,7 +210,11 @@ def test_assignment_requires_a_signed_nda():
     # A technician without an NDA may not command at all.
     desk.reply_to_last("bob@example.com", "#诊断", to="alice@example.com", kind="notify")
     assert desk.stage() == "received"
-    assert "保密协议" in sent_to(desk, "bob@example.com", "error")[-1].text
+    [refusal] = sent_to(desk, "bob@example.com")
+    # One neutral refusal: nothing of the customer's ticket (not even its subject or tag) goes back.
+    assert refusal.kind == "refusal" and "保密协议" in refusal.text
+    assert "VPN" not in refusal.subject + refusal.text and "TS-000001" not in refusal.subject + refusal.text
+    assert refusal.ticket is None
 
 
 def test_refused_proposal_goes_back_to_diagnosis_and_tells_the_assignee():
@@ -332,8 +341,6 @@ def test_priority_and_every_template_renders_in_both_languages():
     renderer = Renderer()
     assert renderer.keys("zh") == renderer.keys("en")
 
-
-AUTH_OK = ["mx.example.com; dkim=pass header.d=example.com header.s=sel; dmarc=pass header.from=example.com"]
 
 
 def test_forged_staff_mail_is_not_obeyed_and_the_supervisor_is_told():

@@ -11,7 +11,7 @@ import pytest
 from maildesk.daemon.app import Desk
 from maildesk.daemon.config import load_config
 
-from .desk import SUPPORT, ticket, write_config
+from .desk import SUPPORT, ticket, verified, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,8 @@ def reply(to_msg, sender: str, new_text: str, *, style: str, charset: str = "utf
     msg["In-Reply-To"] = to_msg["Message-ID"]
     msg["References"] = " ".join(filter(None, [to_msg.get("References"), to_msg["Message-ID"]]))
     msg.set_content(body, charset=charset)
-    return msg.as_bytes()
+    # Staff mail is DKIM-signed by the company's server and verified by the receiving one.
+    return verified(msg.as_bytes()) if sender.endswith("@example.com") else msg.as_bytes()
 
 
 def last_to(sink, address, kind):
@@ -189,3 +190,23 @@ def test_feedback_reminder_is_sent_once_across_runs(tmp_path, dovecot, mailbox, 
     # The timers kept the conversation intact and recorded the reminder in it.
     assert shown["messages"][0]["text"] == "Jammed."
     assert [m["kind"] for m in shown["messages"]].count("reminder") == 1
+
+
+def test_tickets_show_gives_what_was_read_as_new_beside_the_full_text(config, mailbox, smtp_sink):
+    customer = "reader@customer.example"
+    first = EmailMessage()
+    first["From"] = customer
+    first["To"] = SUPPORT
+    first["Subject"] = "Scanner offline"
+    first["Message-ID"] = make_msgid(domain="customer.example")
+    first.set_content("The scanner on floor 2 is offline.\n#close\nLessons: none")
+    mailbox.deliver(first.as_bytes())
+    run_once(config)
+    notify = last_to(smtp_sink, "alice@example.com", "notify")
+    mailbox.deliver(reply(notify, "alice@example.com", "#diagnose\nOn my way to floor 2.", style="outlook-zh"))
+    run_once(config)
+    t = ticket(config, "TS-000001", password=mailbox.password)
+    assert t["stage"] == "diagnosing"  # the customer's "#close", quoted back by Alice's client, was not obeyed
+    staff = [m for m in t["messages"] if m["from"] == "alice@example.com"][0]
+    assert staff["new_text"] == "#diagnose\nOn my way to floor 2."
+    assert "发件人" in staff["text"] and "#close" in staff["text"]

@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from maildesk.model import Address, InboundAttachment, InboundMail, OutboundMail, SkippedAttachment, Ticket
+from maildesk.model import (Address, InboundAttachment, InboundMail, Message, OutboundMail, SkippedAttachment,
+                            Ticket)
 from maildesk.templates import Renderer
 from maildesk.workflow.apply import handle
 from maildesk.workflow.intake import DeskContext
@@ -47,10 +48,12 @@ def mail(sender="zhang.wei@customer.example", subject="Cannot print", text="Prin
 
 
 def ticket(number=17, customer="zhang.wei@customer.example",
-           ids=("<ack.TS-000017.1@example.com>", "<notify.TS-000017.2@example.com>")):
+           ids=("<ack.TS-000017.1@example.com>", "<notify.TS-000017.2@example.com>"), inbound=()):
+    sent = [Message("out", "support@example.com", [customer], NOW, "x", message_id=m) for m in ids]
+    received = [Message("in", customer, ["support@example.com"], NOW, "x", message_id=m) for m in inbound]
     return Ticket(number=number, tag=f"TS-{number:06d}", subject="Cannot print", customer=customer,
                   customer_name="", stage="received", language="en", created_at=NOW, updated_at=NOW,
-                  message_ids=list(ids))
+                  message_ids=[*inbound, *ids], messages=received + sent)
 
 
 def ctx(**kw):
@@ -155,9 +158,9 @@ def test_follow_up_notifies_assignee_only_and_sends_no_ack():
     m = mail(subject="Re: [TS-000017] Cannot print", text="Still broken", message_id="<c2@customer.example>")
     effects = handle(m, route_mail(m, FakeLookup([t]), DIRECTORY), ctx())
     assert [(o.kind, o.recipients) for o in effects.outbound] == [("notify", ["alice@example.com"])]
-    assert effects.ticket.messages[0].text == "Still broken"
+    assert [m.text for m in effects.ticket.messages if m.direction == "in"] == ["Still broken"]
     assert "<c2@customer.example>" in effects.ticket.message_ids
-    assert t.messages == []  # the input ticket is not mutated
+    assert len(t.messages) == 2  # the input ticket is not mutated
 
 
 def test_attachments_are_listed_and_oversized_ones_noted():
@@ -184,3 +187,33 @@ def test_bounce_of_a_forgotten_outbox_entry_still_lands_on_its_ticket():
     assert route.kind == "bounce" and route.ticket.number == 17 and route.bounced == ()
     effects = handle(m, route, ctx())
     assert effects.ticket.events[-1].kind == "delivery-failed" and "x@customer.example" in effects.ticket.events[-1].detail
+
+
+def test_a_forged_delivery_report_for_a_customers_own_mail_writes_nothing():
+    # The attacker knows (or guessed) the Message-ID of the victim's inbound mail.
+    victim = ticket(inbound=("<victim-1@customer.example>",))
+    for sender, machine, return_path in (("mailer-daemon@evil.example", "bounce", ""),
+                                         ("postmaster@evil.example", None, "postmaster@evil.example")):
+        m = mail(sender=sender, machine=machine, return_path=return_path,
+                 bounced_message_ids=["<victim-1@customer.example>"], bounced_recipients=["x@customer.example"])
+        route = route_mail(m, FakeLookup([victim]), DIRECTORY)
+        assert route.kind == "bounce" and route.ticket is None
+        effects = handle(m, route, ctx())
+        assert effects.ticket is None and effects.outbound == []
+
+
+@pytest.mark.parametrize("sender", ["support+x@example.com", "support+anything.at.all@example.com",
+                                    "MAILER-DAEMON@mx.example.net", "postmaster@cust.example"])
+def test_the_desk_never_answers_its_own_aliases_or_mailer_daemons(sender):
+    m = mail(sender=sender.lower(), return_path=sender.lower())  # no null Return-Path
+    effects = handle(m, route_mail(m, FakeLookup(), DIRECTORY), ctx(), number=1, tag="TS-000001")
+    assert effects.outbound == [] and effects.acked_sender is None
+
+
+@pytest.mark.parametrize("sender", ["alice@ex\u0430mple.com", "ali\u200bce@example.com", "alice@example.com\u200b",
+                                    "\uff41lice@example.com", "lead@example.com\u2060", "alice\u00ad@example.com"])
+def test_look_alike_and_invisible_characters_make_a_customer_never_staff(sender):
+    assert DIRECTORY.role_of(sender) == "customer"
+    m = mail(sender=sender, subject="Re: [TS-000017] Cannot print", text="#resolve fixed")
+    route = route_mail(m, FakeLookup([ticket()]), DIRECTORY)
+    assert route.role == "customer" and route.kind == "new"

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from maildesk.model import InboundMail
-from maildesk.parsers.auth import is_authenticated
+from maildesk.parsers.auth import staff_verdict
 from maildesk.workflow.intake import (DeskContext, Effects, open_ticket, record_bounce, record_machine_mail)
 from maildesk.workflow.procedure import (apply_customer_reply, apply_staff_reply, has_commands,
-                                         record_forged_staff_mail, reject_without_ticket)
+                                         record_forged_staff_mail, refuse_without_nda,
+                                         reject_without_ticket)
 from maildesk.workflow.route import Route, TicketLookup, route_mail
 
 STAFF_ROLES = ("technician", "supervisor", "leadership")
@@ -24,10 +25,16 @@ def decide(mail: InboundMail, lookup: TicketLookup, ctx: DeskContext) -> Route:
     if route.kind == "new" and route.role in STAFF_ROLES and has_commands(mail, ctx):
         route = Route("directive", route.role)
     if route.role in STAFF_ROLES and route.kind in ("staff-reply", "directive", "new", "follow-up") and \
-            ctx.require_authenticated_staff and \
-            not is_authenticated(mail.sender.email, mail.auth_results, ctx.authserv_id):
-        # A staff address whose mail the receiving server could not verify: no command is obeyed.
-        return Route("forged", "customer", ticket=route.ticket, reason="staff address not authenticated")
+            ctx.require_authenticated_staff:
+        verdict = staff_verdict(mail.sender.email, mail.auth_results, ctx.authserv_id)
+        if verdict.status != "pass":
+            # A staff address whose mail the receiving server did not vouch for: no command is obeyed.
+            return Route("forged", "customer", ticket=route.ticket,
+                         reason=f"staff address not authenticated: {verdict.detail}")
+    if route.kind == "staff-reply" and route.role == "technician" and \
+            mail.sender.email not in ctx.directory.nda_signed:
+        # Customer data is for technicians who signed the NDA: nothing of the ticket goes back.
+        return Route("no-nda", route.role, ticket=route.ticket, reason="technician without a signed NDA")
     if route.kind == "follow-up" and route.ticket.stage == "closed":
         closed = next((e.at for e in reversed(route.ticket.events) if e.to_stage == "closed"), None)
         if closed is None or ctx.now - closed > timedelta(days=ctx.reopen_days):
@@ -50,8 +57,10 @@ def handle(mail: InboundMail, route: Route, ctx: DeskContext, *, number: int | N
         return apply_staff_reply(mail, route.ticket, route.role, ctx)
     if route.kind == "directive":
         return reject_without_ticket(mail, route.role, ctx)
+    if route.kind == "no-nda":
+        return refuse_without_nda(mail, route.ticket, ctx)
     if route.kind == "forged":
-        return record_forged_staff_mail(mail, route.ticket, ctx, number=number, tag=tag)
+        return record_forged_staff_mail(mail, route.ticket, ctx, number=number, tag=tag, reason=route.reason)
     if route.kind == "machine":
         return record_machine_mail(mail, route, ctx)
     if route.kind == "bounce":

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from maildesk.model import (Address, Event, InboundMail, Message, OutboundMail, PlanItem, StaffRecord,
                             StoredAttachment, Ticket)
+from maildesk.parsers.auth import customer_verdict
 from maildesk.parsers.commands import Vocabulary
 from maildesk.parsers.subject import clean_subject, tagged_subject
 from maildesk.templates import Renderer
@@ -33,7 +34,7 @@ class DeskContext:
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     vocabulary: Vocabulary = field(default_factory=Vocabulary.build)
     reopen_days: float = 14
-    require_authenticated_staff: bool = False
+    require_authenticated_staff: bool = True
     authserv_id: str = ""
 
     def message_id(self, kind: str, tag: str | None) -> str:
@@ -70,14 +71,24 @@ def open_ticket(mail: InboundMail, number: int, tag: str, ctx: DeskContext, *,
     )
     effects = Effects("ticket", ticket=ticket, blobs=blobs)
     skipped = _skipped_lines(mail, ctx, ticket.language)
+    forged = forged_customer(mail, ctx)
+    if forged:
+        ticket.events.append(Event(at=ctx.now, actor="desk", kind="sender-unverified", detail=forged))
     if acks_last_hour < ctx.ack_limit_per_hour:
-        ack_text = ctx.renderer.render("ack", ticket.language, customer_name=sender.name, tag=tag,
-                                       subject=subject, desk_name=ctx.desk.name, skipped=skipped)
-        ack = _reply_to_customer(mail, ticket, ctx, kind="ack", text=ack_text,
-                                 auto_submitted="auto-replied")
+        if forged:
+            # The server says this From line is forged: the real owner of the address gets a
+            # neutral note that echoes nothing the forger chose (no subject, name or link).
+            ack_text = ctx.renderer.render("ack_unverified", ticket.language, tag=tag, desk_name=ctx.desk.name)
+            ack_subject = ctx.renderer.labels("subjects", ticket.language)["ack_unverified"]
+            ack = _reply_to_customer(mail, ticket, ctx, kind="ack", text=ack_text, auto_submitted="auto-replied",
+                                     subject=ack_subject, name="")
+        else:
+            ack_text = ctx.renderer.render("ack", ticket.language, customer_name=sender.name, tag=tag,
+                                           subject=subject, desk_name=ctx.desk.name, skipped=skipped)
+            ack = _reply_to_customer(mail, ticket, ctx, kind="ack", text=ack_text, auto_submitted="auto-replied")
         effects.outbound.append(ack)
         effects.acked_sender = sender.email
-        effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new"))
+        effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new", unverified=forged))
     else:
         # A flood (or a loop) from one sender: the tickets are kept, but neither the sender nor
         # the team gets a mail for each; the team heard of the first ones.
@@ -163,19 +174,30 @@ def _skipped_lines(mail: InboundMail, ctx: DeskContext, lang: str) -> list[str]:
     return [_skipped_line(s, ctx, lang) for s in mail.skipped_attachments]
 
 
+def forged_customer(mail: InboundMail, ctx: DeskContext) -> str:
+    """Why the receiving server says the sender's address was forged, or "" (also when it said nothing)."""
+    if not ctx.authserv_id or mail.sender is None:
+        return ""
+    verdict = customer_verdict(mail.sender.email, mail.auth_results, ctx.authserv_id)
+    return verdict.detail if verdict.status == "fail" else ""
+
+
 def _reply_to_customer(mail: InboundMail, ticket: Ticket, ctx: DeskContext, *, kind: str, text: str,
-                       auto_submitted: str) -> OutboundMail:
+                       auto_submitted: str, subject: str | None = None, name: str | None = None) -> OutboundMail:
     references = [*mail.references[-10:], *([mail.message_id] if mail.message_id else [])]
     return OutboundMail(
         id=ctx.new_id(), message_id=ctx.message_id(kind, ticket.tag), kind=kind, sender=ctx.desk,
-        recipients=[ticket.customer], to_header=[Address(ticket.customer, ticket.customer_name)],
-        subject=tagged_subject(ticket.tag, ticket.subject), text=text, created_at=ctx.now,
+        recipients=[ticket.customer],
+        to_header=[Address(ticket.customer, ticket.customer_name if name is None else name)],
+        subject=tagged_subject(ticket.tag, ticket.subject if subject is None else subject), text=text,
+        created_at=ctx.now,
         ticket=ticket.tag, in_reply_to=mail.message_id, references=references,
         language=ticket.language, auto_submitted=auto_submitted,
     )
 
 
-def _notify_staff(mail: InboundMail, ticket: Ticket, ctx: DeskContext, key: str) -> list[OutboundMail]:
+def _notify_staff(mail: InboundMail, ticket: Ticket, ctx: DeskContext, key: str, *,
+                  unverified: str = "") -> list[OutboundMail]:
     recipients = _staff_recipients(ticket, ctx, exclude=mail.sender.email)
     if not recipients:
         return []
@@ -185,6 +207,7 @@ def _notify_staff(mail: InboundMail, ticket: Ticket, ctx: DeskContext, key: str)
         subject=ticket.subject, received=ctx.now.isoformat(timespec="minutes"), text=mail.text,
         stage=ctx.renderer.render("stage", lang, stage=ticket.stage).strip(),
         attachments=[a.filename for a in mail.attachments], skipped=_skipped_lines(mail, ctx, lang),
+        unverified=unverified,
     )
     return [OutboundMail(
         id=ctx.new_id(), message_id=ctx.message_id("notify", ticket.tag), kind="notify", sender=ctx.desk,

@@ -14,17 +14,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from maildesk.model import Address, Event, InboundMail, OutboundMail, PlanItem, StaffRecord, Ticket
-from maildesk.parsers.commands import (SUPERVISOR_COMMANDS, Command, normalise, parse_reply_commands,
+from maildesk.parsers.commands import (SUPERVISOR_COMMANDS, Command, Vocabulary, parse_commands,
                                        read_confirmation, read_feedback, text_without_commands)
+from maildesk.parsers.own_text import lines_below_unproven_quotes, without_own_text
 from maildesk.parsers.reply import split_reply
 from maildesk.parsers.subject import tagged_subject
 from maildesk.workflow import stages
 from maildesk.workflow.intake import (DeskContext, Effects, _copy, _inbound_message, _record_outbound,
-                                      _remember_ids, _staff_recipients)
+                                      _remember_ids, _staff_recipients, forged_customer)
 
 PRIORITIES = {"low": "low", "低": "low", "normal": "normal", "普通": "normal", "中": "normal", "high": "high",
               "高": "high", "urgent": "urgent", "紧急": "urgent", "critical": "urgent"}
-_LESSONS = re.compile(r"(?im)^\s*(lessons?(\s+learned)?|经验教训|经验|教训)\s*[:：]\s*")
+# "Lessons:" / "经验：" at a line start, or mid-line after a sentence ends ("原因：驱动损坏。经验：…").
+_ANY = Vocabulary.build()  # the line shape of a command, whatever the keyword
+_LESSONS = re.compile(r"(?im)(?:^|(?<=[。．.!?！？;；]))\s*(lessons?(\s+learned)?|经验教训|经验|教训)\s*[:：]\s*")
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,19 @@ class Problem:
 
 # -- staff ---------------------------------------------------------------------------------
 
+def new_text(mail: InboundMail, ticket: Ticket | None) -> str:
+    """What the sender wrote now: the splitter's new text minus anything the desk sent on the ticket."""
+    new = split_reply(mail.text).new
+    sent = [m.text for m in ticket.messages if m.direction == "out"] if ticket is not None else []
+    unread = lines_below_unproven_quotes(mail.text, sent, lambda line: bool(parse_commands(line, _ANY)))
+    if unread:
+        new = "\n".join(line for line in new.split("\n") if line.strip() not in unread)
+    return without_own_text(new, sent) if sent else new
+
+
 def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskContext) -> Effects:
-    parts = split_reply(mail.text)
-    commands = parse_reply_commands(parts.new, mail.subject, ctx.vocabulary)
+    written = new_text(mail, ticket)
+    commands = parse_commands(written, ctx.vocabulary)
     sender = mail.sender.email
     ticket = _copy(ticket)
     inbound, blobs = _inbound_message(mail, ctx, kind="staff", internal=True)
@@ -52,12 +65,12 @@ def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskCon
     ticket.updated_at = ctx.now
     effects = Effects("staff-reply", ticket=ticket, blobs=blobs)
 
-    text = text_without_commands(parts.new)
+    text = text_without_commands(written)
     problems = _check(commands, ticket, role, sender, text, ctx)
     if problems:
         ticket.events.append(Event(ctx.now, sender, "command-rejected", ticket.stage, ticket.stage,
                                    "; ".join(f"{p.kind} {p.keyword}" for p in problems)))
-        effects.outbound.append(_error_mail(mail, ticket, problems, role, ctx))
+        effects.outbound.append(_error_mail(mail, ticket, problems, role, ctx, read_as_new=written))
         effects.reason = "command rejected"
         _record_outbound(ticket, effects.outbound)
         return effects
@@ -96,6 +109,10 @@ def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskCon
     if not commands:
         ticket.events.append(Event(ctx.now, sender, "staff-reply", ticket.stage, ticket.stage))
 
+    # Leadership reads reports and may comment on a ticket for the team, but is no party to the
+    # customer's conversation: nothing of theirs is relayed.
+    if role == "leadership":
+        internal_only = True
     # What reaches the customer: the new text without command lines, from the desk's address.
     if not internal_only:
         out = _customer_mail_for(moved_to, text, mail, ticket, ctx)
@@ -103,7 +120,7 @@ def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskCon
             effects.outbound.append(out)
             inbound.internal = True
     if internal_only:
-        inbound.text = text or parts.new
+        inbound.text = text or written
     _record_outbound(ticket, effects.outbound)
     return effects
 
@@ -155,7 +172,7 @@ def _check(commands: list[Command], ticket: Ticket, role: str, sender: str, text
 
 
 def _summary_and_lessons(text: str) -> tuple[str, str]:
-    parts = _LESSONS.split(normalise(text), maxsplit=1)
+    parts = _LESSONS.split(text, maxsplit=1)
     if len(parts) < 2:
         return text.strip(), ""
     summary, lessons = parts[0], parts[-1]
@@ -221,7 +238,7 @@ def _to_customer(ticket: Ticket, ctx: DeskContext, kind: str, text: str) -> Outb
 
 
 def _error_mail(mail: InboundMail, ticket: Ticket | None, problems: list[Problem], role: str,
-                ctx: DeskContext) -> OutboundMail:
+                ctx: DeskContext, *, read_as_new: str | None = None) -> OutboundMail:
     lang = ctx.staff_language
     stage = ticket.stage if ticket else None
     allowed = stages.allowed_now(stage, supervisor=role == "supervisor") if stage else []
@@ -230,6 +247,8 @@ def _error_mail(mail: InboundMail, ticket: Ticket | None, problems: list[Problem
         stage=ctx.renderer.render("stage", lang, stage=stage).strip() if stage else None,
         allowed=[ctx.vocabulary.words_for(c) for c in allowed], problems=problems,
         vocabulary=ctx.vocabulary,
+        # The text that was read as new, so the sender sees why (a quote taken for new text, say).
+        read=(split_reply(mail.text).new if read_as_new is None else read_as_new)[:2000],
     )
     subject = tagged_subject(ticket.tag, ticket.subject) if ticket else mail.subject
     return OutboundMail(
@@ -245,7 +264,7 @@ def _error_mail(mail: InboundMail, ticket: Ticket | None, problems: list[Problem
 def apply_directive(mail: InboundMail, role: str, ctx: DeskContext) -> Effects:
     """``#plan``, ``#commend``, ``#warn`` sent straight to the desk: recorded, never a ticket."""
     parts = split_reply(mail.text)
-    commands = parse_reply_commands(parts.new, mail.subject, ctx.vocabulary)
+    commands = parse_commands(parts.new, ctx.vocabulary)
     sender = mail.sender.email
     problems: list[Problem] = []
     for c in commands:
@@ -288,12 +307,12 @@ def apply_directive(mail: InboundMail, role: str, ctx: DeskContext) -> Effects:
 
 
 def has_commands(mail: InboundMail, ctx: DeskContext) -> bool:
-    return bool(parse_reply_commands(split_reply(mail.text).new, mail.subject, ctx.vocabulary))
+    return bool(parse_commands(split_reply(mail.text).new, ctx.vocabulary))
 
 
 def reject_without_ticket(mail: InboundMail, role: str, ctx: DeskContext) -> Effects:
     """Staff commands in a mail that belongs to no ticket (e.g. a new mail instead of a reply)."""
-    commands = parse_reply_commands(split_reply(mail.text).new, mail.subject, ctx.vocabulary)
+    commands = parse_commands(split_reply(mail.text).new, ctx.vocabulary)
     if all(c.name in SUPERVISOR_COMMANDS or c.name is None for c in commands):
         return apply_directive(mail, role, ctx)
     problems = [Problem("no-ticket", c.keyword) for c in commands]
@@ -304,7 +323,7 @@ def reject_without_ticket(mail: InboundMail, role: str, ctx: DeskContext) -> Eff
 # -- customers -----------------------------------------------------------------------------
 
 def apply_customer_reply(mail: InboundMail, ticket: Ticket, ctx: DeskContext) -> Effects:
-    parts = split_reply(mail.text)
+    written = new_text(mail, ticket)
     ticket = _copy(ticket)
     inbound, blobs = _inbound_message(mail, ctx, kind="customer")
     ticket.messages.append(inbound)
@@ -313,15 +332,21 @@ def apply_customer_reply(mail: InboundMail, ticket: Ticket, ctx: DeskContext) ->
     sender = mail.sender.email
     effects = Effects("follow-up", ticket=ticket, blobs=blobs)
     answer_kind = "message"
-    if ticket.stage == "proposed":
-        answer = read_confirmation(parts.new)
+    forged = forged_customer(mail, ctx)
+    if forged:
+        # The receiving server says this From line is forged: an answer in the customer's name
+        # (confirm, rating, not fixed, reopening) is kept for a person, never acted on.
+        answer_kind = "unverified"
+        ticket.events.append(Event(ctx.now, sender, "customer-answer-held", ticket.stage, ticket.stage, forged))
+    elif ticket.stage == "proposed":
+        answer = read_confirmation(written)
         answer_kind = answer.kind
         if answer.kind in ("confirm", "reject"):
             before = ticket.stage
             ticket.stage = stages.CUSTOMER_MOVES[(before, answer.kind)]
             ticket.events.append(Event(ctx.now, sender, f"customer-{answer.kind}", before, ticket.stage))
     elif ticket.stage == "feedback":
-        answer = read_feedback(parts.new, mail.subject)
+        answer = read_feedback(written, mail.subject)
         answer_kind = answer.kind
         if answer.kind == "not-solved":
             before = ticket.stage
@@ -341,19 +366,21 @@ def apply_customer_reply(mail: InboundMail, ticket: Ticket, ctx: DeskContext) ->
     if answer_kind in ("message", "unclear"):
         ticket.events.append(Event(ctx.now, sender, "customer-reply", ticket.stage, ticket.stage,
                                    "unclear answer" if answer_kind == "unclear" else ""))
-    effects.outbound.extend(_tell_staff(ticket, ctx, answer_kind, parts.new or mail.text, exclude=sender))
+    effects.outbound.extend(_tell_staff(ticket, ctx, answer_kind, written or mail.text, exclude=sender,
+                                        verdict=forged))
     _record_outbound(ticket, effects.outbound)
     return effects
 
 
-def _tell_staff(ticket: Ticket, ctx: DeskContext, answer: str, text: str, *, exclude: str) -> list[OutboundMail]:
+def _tell_staff(ticket: Ticket, ctx: DeskContext, answer: str, text: str, *, exclude: str,
+                verdict: str = "") -> list[OutboundMail]:
     recipients = _staff_recipients(ticket, ctx, exclude=exclude)
     if not recipients:
         return []
     lang = ctx.staff_language
     body = ctx.renderer.render(
         "notify_answer", lang, tag=ticket.tag, customer=ticket.customer, customer_name=ticket.customer_name,
-        subject=ticket.subject, answer=answer, text=text, rating=ticket.rating,
+        subject=ticket.subject, answer=answer, text=text, rating=ticket.rating, verdict=verdict,
         stage=ctx.renderer.render("stage", lang, stage=ticket.stage).strip())
     return [OutboundMail(
         id=ctx.new_id(), message_id=ctx.message_id("notify", ticket.tag), kind="notify", sender=ctx.desk,
@@ -441,7 +468,8 @@ def _sla_alert(ticket: Ticket, ctx: DeskContext, which: str, hours: float) -> li
 # -- mail from a staff address that the receiving server did not vouch for ----------------
 
 def record_forged_staff_mail(mail: InboundMail, ticket: Ticket | None, ctx: DeskContext, *,
-                             number: int | None = None, tag: str | None = None) -> Effects:
+                             number: int | None = None, tag: str | None = None,
+                             reason: str = "staff address not authenticated") -> Effects:
     """Kept as a customer's message (on the ticket it refers to, or a new ticket); no command
     is obeyed, nothing is relayed, and the supervisor is told."""
     from maildesk.workflow.intake import open_ticket
@@ -452,10 +480,10 @@ def record_forged_staff_mail(mail: InboundMail, ticket: Ticket | None, ctx: Desk
         ticket.messages.append(inbound)
         _remember_ids(ticket, mail)
         ticket.events.append(Event(ctx.now, mail.sender.email, "forged-staff-mail", ticket.stage, ticket.stage,
-                                   "Authentication-Results: no DKIM/DMARC pass"))
-        effects = Effects("forged", ticket=ticket, blobs=blobs, reason="staff address not authenticated")
+                                   reason))
+        effects = Effects("forged", ticket=ticket, blobs=blobs, reason=reason)
     else:
-        effects = open_ticket(mail, number, tag, ctx, note="staff address not authenticated")
+        effects = open_ticket(mail, number, tag, ctx, note=reason)
         effects.outcome = "forged"
         ticket = effects.ticket
     d = ctx.directory
@@ -471,3 +499,21 @@ def record_forged_staff_mail(mail: InboundMail, ticket: Ticket | None, ctx: Desk
             language=lang, auto_submitted="auto-generated"))
         _record_outbound(ticket, effects.outbound[-1:])
     return effects
+
+
+# -- a technician without a signed NDA writing to a customer's ticket -----------------------
+
+def refuse_without_nda(mail: InboundMail, ticket: Ticket, ctx: DeskContext) -> Effects:
+    """One neutral refusal: no subject, tag, stage or text of the customer's ticket goes back,
+    and nothing of the mail reaches the customer or is kept as ticket text."""
+    ticket = _copy(ticket)
+    ticket.events.append(Event(ctx.now, mail.sender.email, "refused-no-nda", ticket.stage, ticket.stage))
+    lang = ctx.staff_language
+    refusal = OutboundMail(
+        id=ctx.new_id(), message_id=ctx.message_id("refusal", None), kind="refusal", sender=ctx.desk,
+        recipients=[mail.sender.email], to_header=[Address(mail.sender.email)],
+        subject=ctx.renderer.labels("subjects", lang)["nda_refusal"],
+        text=ctx.renderer.render("nda_refusal", lang, desk_name=ctx.desk.name), created_at=ctx.now,
+        in_reply_to=mail.message_id, references=[m for m in [mail.message_id] if m], language=lang,
+        auto_submitted="auto-replied")
+    return Effects("refused", ticket=ticket, outbound=[refusal], reason="technician without a signed NDA")

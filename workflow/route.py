@@ -9,6 +9,7 @@ ticket instead, and nothing of the other ticket is disclosed.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +18,13 @@ from maildesk.parsers.subject import find_tags
 
 _VALID_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 _MAILER_DAEMON = re.compile(r"^(mailer-daemon|postmaster)@", re.IGNORECASE)
+
+
+def is_plain_address(address: str) -> bool:
+    """No invisible, control or compatibility characters: what you see is the whole address."""
+    if unicodedata.normalize("NFKC", address) != address:
+        return False
+    return not any(unicodedata.category(ch)[0] in "CZ" for ch in address)
 
 
 class TicketLookup(Protocol):
@@ -52,8 +60,12 @@ class Directory:
         return None
 
     def role_of(self, address: str) -> str:
-        if address == self.support_address:
+        if self.is_own_address(address):
             return "self"
+        if not is_plain_address(address):
+            # Look-alike or invisible characters can only ever make a customer: a staff role
+            # is given to the exact configured address and nothing that resembles it.
+            return "customer"
         if address == self.supervisor:
             return "supervisor"
         if address in self.technicians:
@@ -61,6 +73,12 @@ class Directory:
         if address in self.leadership:
             return "leadership"
         return "customer"
+
+    def is_own_address(self, address: str) -> bool:
+        """The support address, or a plus-alias of it (``support+anything@``): mail from it is ours."""
+        local, _, domain = address.rpartition("@")
+        own_local, _, own_domain = self.support_address.rpartition("@")
+        return domain == own_domain and (local == own_local or local.partition("+")[0] == own_local)
 
     @property
     def staff(self) -> frozenset[str]:
@@ -72,7 +90,7 @@ class Directory:
 
 @dataclass(frozen=True)
 class Route:
-    # new | follow-up | staff-reply | directive | machine | bounce | own | quarantine
+    # new | follow-up | staff-reply | directive | machine | bounce | own | quarantine | forged | no-nda
     kind: str
     role: str
     ticket: Ticket | None = None
@@ -92,25 +110,9 @@ def route_mail(mail: InboundMail, lookup: TicketLookup, directory: Directory) ->
         # Our own mail coming back (a list or a forward rule): answering it would loop.
         return Route("own", role, reason="sent by the support address itself")
 
-    if mail.machine == "bounce" or (_MAILER_DAEMON.match(sender) and mail.return_path == ""):
-        bounced = tuple(o for o in (lookup.outbound_by_message_id(mid) for mid in mail.bounced_message_ids)
-                        if o is not None)
-        ticket = None
-        for out in bounced:
-            if out.ticket:
-                number = _tag_number(out.ticket, directory.prefix)
-                ticket = lookup.get_ticket(number) if number is not None else None
-                if ticket:
-                    break
-        if ticket is None:
-            # The outbox entry may be long forgotten; the ticket still knows its mail's Message-ID.
-            for mid in mail.bounced_message_ids:
-                number = lookup.ticket_for_message_id(mid)
-                if number is not None:
-                    ticket = lookup.get_ticket(number)
-                    break
-        return Route("bounce", "machine", ticket=ticket, bounced=bounced,
-                     reason=mail.machine_reason or "delivery status notification")
+    if mail.machine == "bounce" or _MAILER_DAEMON.match(sender):
+        # Whatever the Return-Path says, mail from a mailer daemon is never answered.
+        return _bounce_route(mail, lookup, directory)
 
     candidates = _candidate_tickets(mail, lookup, directory.prefix)
     is_staff = role in ("technician", "supervisor", "leadership")
@@ -130,6 +132,33 @@ def route_mail(mail: InboundMail, lookup: TicketLookup, directory: Directory) ->
     if candidates:
         return Route("new", role, reason="refers to a ticket of another sender")
     return Route("new", role)
+
+
+def _bounce_route(mail: InboundMail, lookup: TicketLookup, directory: Directory) -> Route:
+    """A delivery report counts only for mail the desk itself sent.
+
+    Anyone can write a delivery report; one naming the Message-ID of a
+    customer's *inbound* mail must not write onto that customer's ticket.
+    """
+    bounced = tuple(o for o in (lookup.outbound_by_message_id(mid) for mid in mail.bounced_message_ids)
+                    if o is not None)
+    ticket = None
+    for out in bounced:
+        if out.ticket:
+            number = _tag_number(out.ticket, directory.prefix)
+            ticket = lookup.get_ticket(number) if number is not None else None
+            if ticket:
+                break
+    if ticket is None:
+        # The outbox entry may be long forgotten; the ticket still knows the mails it sent.
+        for mid in mail.bounced_message_ids:
+            number = lookup.ticket_for_message_id(mid)
+            found = lookup.get_ticket(number) if number is not None else None
+            if found is not None and any(m.direction == "out" and m.message_id == mid for m in found.messages):
+                ticket = found
+                break
+    return Route("bounce", "machine", ticket=ticket, bounced=bounced,
+                 reason=mail.machine_reason or "delivery status notification")
 
 
 def _tag_number(tag: str, prefix: str) -> int | None:
