@@ -262,3 +262,23 @@ def test_plus_aliases_and_mailer_daemons_are_never_answered(desk, smtp_sink, mai
     to = [r for m in smtp_sink.messages() for r in m.rcpt_tos]
     assert not {"support+loop@example.com", "mailer-daemon@mx.cust.test", "postmaster@cust.test"} & set(to)
     assert tickets(config, password=mailbox.password) == []
+
+
+# -- 2. look-alike and invisible characters never make staff ----------------------------------------------
+
+@pytest.mark.parametrize("sender", ["alice@ex\u0430mple.com", "ali\u200bce@example.com", "\uff41lice@example.com"])
+def test_a_look_alike_of_a_staff_address_is_a_customer(desk, smtp_sink, sender):
+    from email.policy import SMTPUTF8
+
+    config, once, show = desk
+    open_ticket(once, smtp_sink)
+    msg = EmailMessage(policy=SMTPUTF8)
+    msg["From"] = sender
+    msg["To"] = SUPPORT
+    msg["Subject"] = "Re: [TS-000001] VPN drops every hour"
+    msg["Message-ID"] = make_msgid(domain="cust.test")
+    msg.set_content("#resolve Fixed, log in at http://evil.test to confirm")
+    # Even signed and verified for its own (look-alike) domain, it is somebody else's mail.
+    once(verified(msg.as_bytes()))
+    assert show()["stage"] == "received"
+    assert kinds(smtp_sink, CUSTOMER) == []
