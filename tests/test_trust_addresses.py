@@ -165,15 +165,6 @@ def test_fallback_agrees_with_the_standard_library_strict_mode():
 
 # -- through real mail -------------------------------------------------------------------
 
-def require_authenticated_staff(config_path):
-    """Staff commands count only on the receiving server's word (write_config may say so already)."""
-    text = config_path.read_text(encoding="utf-8")
-    if "[security]" not in text:
-        text += f'\n[security]\nauthserv_id = "{AUTHSERV_ID}"\nrequire_authenticated_staff = true\n'
-        config_path.write_text(text, encoding="utf-8")
-    return config_path
-
-
 def resolve_mail(from_line: str, subject: str, in_reply_to: str) -> bytes:
     """A ``#resolve`` reply with the From line exactly as given, stamped by the receiving server
     as verified for example.com."""
@@ -189,9 +180,9 @@ def resolve_mail(from_line: str, subject: str, in_reply_to: str) -> bytes:
                                        '"Alice Wang" <alice@example.com>eve@evil.test'])
 def test_a_from_line_that_fools_the_lenient_parser_does_not_act_as_staff(tmp_path, dovecot, mailbox, smtp_sink,
                                                                          from_line):
-    config = require_authenticated_staff(write_config(
+    config = write_config(
         tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username, imap_password=mailbox.password,
-        smtp_port=smtp_sink.port))
+        smtp_port=smtp_sink.port)
     customer = "carol@cust.example"
     mailbox.deliver(customer_mail(customer, "Printer jam", "The printer on floor 3 is jammed."))
     helpdesk(config, "once", password=mailbox.password)

@@ -104,20 +104,11 @@ def staff_mail(sender: str, subject: str, body: str, in_reply_to: str) -> bytes:
     return STAFF_VERDICT + msg.as_bytes()
 
 
-def require_authenticated_staff(config_path):
-    """Staff commands count only on the receiving server's word (write_config may say so already)."""
-    text = config_path.read_text(encoding="utf-8")
-    if "[security]" not in text:
-        text += f'\n[security]\nauthserv_id = "{AUTHSERV_ID}"\nrequire_authenticated_staff = true\n'
-        config_path.write_text(text, encoding="utf-8")
-    return config_path
-
-
 @pytest.mark.integration
 def test_the_report_mail_csv_carries_no_formula_from_mail(tmp_path, dovecot, mailbox, smtp_sink):
-    config = require_authenticated_staff(write_config(
+    config = write_config(
         tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username, imap_password=mailbox.password,
-        smtp_port=smtp_sink.port, leadership=("director@example.com",)))
+        smtp_port=smtp_sink.port, leadership=("director@example.com",))
     subject = '=HYPERLINK("http://evil.test","click")'
     mailbox.deliver(customer_mail("mallory@cust.example", subject, "Please click the link in the subject."))
     helpdesk(config, "once", password=mailbox.password)
