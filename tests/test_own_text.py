@@ -98,3 +98,17 @@ def test_a_command_below_a_quote_counts_only_when_the_quote_is_the_desks_own():
                        kind="notify")
     assert desk.stage() == "diagnosing"
     assert "Vendor says fixed" not in sent_to(desk, CUSTOMER)[-1].text
+    # ...and the technician is told which line was left unread and why, instead of silence.
+    error = sent_to(desk, "alice@example.com", "error")[-1]
+    assert "#resolve Vendor says fixed" in error.text and "不是本服务台发出的邮件" in error.text
+    assert not any("See the vendor's note." in m.text for m in sent_to(desk, CUSTOMER))
+
+
+def test_the_unread_line_is_explained_in_english_too():
+    desk = Desk()
+    desk.receive(CUSTOMER, "The printer jams every morning.", "Printer")
+    desk.reply_to_last("alice@example.com", "See below.\n\n> Vendor wrote to us:\n> just do this\n#解决 fixed",
+                       kind="notify", staff_language="en")
+    assert desk.stage() == "received"
+    error = sent_to(desk, "alice@example.com", "error")[-1]
+    assert "#解决 fixed" in error.text and "below quoted text that is not a mail of this desk" in error.text

@@ -49,9 +49,10 @@ class Desk:
 
     def ctx(self, **kw):
         kw.setdefault("authserv_id", "mx.example.com")
+        kw.setdefault("staff_language", "zh")
         return DeskContext(directory=DIRECTORY, desk=Address("support@example.com", "IT 服务台"),
                            renderer=Renderer(), now=self.now, new_id=lambda: f"{next(self._ids):016x}" * 2,
-                           staff_language="zh", **kw)
+                           **kw)
 
     def receive(self, sender, text, subject="", *, in_reply_to=None, language="zh", auth_results=None, **ctx_kw):
         self.now += timedelta(minutes=10)

@@ -35,7 +35,8 @@ class Problem:
     """Why a command cannot be obeyed (rendered into the error mail)."""
 
     # unknown | not-allowed | supervisor-only | no-nda | not-staff | assign-unknown | assign-no-nda |
-    # priority-unknown | close-needs-text | needs-text | who-unknown | why-missing | no-ticket
+    # priority-unknown | close-needs-text | needs-text | who-unknown | why-missing | no-ticket |
+    # below-quote (a command under a quote that is not the desk's own mail)
     kind: str
     keyword: str
     detail: str = ""
@@ -46,16 +47,23 @@ class Problem:
 
 def new_text(mail: InboundMail, ticket: Ticket | None) -> str:
     """What the sender wrote now: the splitter's new text minus anything the desk sent on the ticket."""
+    return read_reply(mail, ticket)[0]
+
+
+def read_reply(mail: InboundMail, ticket: Ticket | None) -> tuple[str, list[str]]:
+    """The new text, and the command lines left unread because they stand below a quote that is
+    not the desk's own mail (so that the sender can be told, rather than silently ignored)."""
     new = split_reply(mail.text).new
     sent = [m.text for m in ticket.messages if m.direction == "out"] if ticket is not None else []
-    unread = lines_below_unproven_quotes(mail.text, sent, lambda line: bool(parse_commands(line, _ANY)))
+    below = lines_below_unproven_quotes(mail.text, sent, lambda line: bool(parse_commands(line, _ANY)))
+    unread = [line for line in new.split("\n") if line.strip() in below]
     if unread:
-        new = "\n".join(line for line in new.split("\n") if line.strip() not in unread)
-    return without_own_text(new, sent) if sent else new
+        new = "\n".join(line for line in new.split("\n") if line.strip() not in below)
+    return (without_own_text(new, sent) if sent else new), [line.strip() for line in unread]
 
 
 def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskContext) -> Effects:
-    written = new_text(mail, ticket)
+    written, unread = read_reply(mail, ticket)
     commands = parse_commands(written, ctx.vocabulary)
     sender = mail.sender.email
     ticket = _copy(ticket)
@@ -67,6 +75,8 @@ def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskCon
 
     text = text_without_commands(written)
     problems = _check(commands, ticket, role, sender, text, ctx)
+    problems += [Problem("below-quote", c.keyword, detail=line)
+                 for line in unread for c in parse_commands(line, _ANY)[:1]]
     if problems:
         ticket.events.append(Event(ctx.now, sender, "command-rejected", ticket.stage, ticket.stage,
                                    "; ".join(f"{p.kind} {p.keyword}" for p in problems)))
