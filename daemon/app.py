@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from maildesk.daemon.config import Config
+from maildesk.daemon.credentials import TokenServiceUnavailable
 from maildesk.daemon.intake import BatchResult, IntakeRunner
 from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable
 from maildesk.daemon.sender import OutboxSender
 from maildesk.daemon.timers import TimerRunner
 from maildesk.reports.weekly import WeeklyReportJob
-from maildesk.storage.store import TicketStore
+from maildesk.storage.base import Store, open_store
 from maildesk.templates import default_renderer
 
 log = logging.getLogger("maildesk.daemon")
@@ -56,17 +57,28 @@ def _utc_now() -> datetime:
 
 
 class Desk:
-    def __init__(self, config: Config, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, config: Config, clock: Callable[[], datetime] = _utc_now, *,
+                 store: Store | None = None) -> None:
         # ``clock`` is the desk's idea of now for tickets, timers and reports (tests set it).
         self.config = config
         self.clock = clock
-        self.store = TicketStore(config.storage_path, prefix=config.tickets.prefix)
+        # The store the config names (storage/base.py); `run` passes one it opened as a standby.
+        self.store = store if store is not None else open_store(config)
         self.mailbox = Mailbox(config.imap)
         self.sender = OutboxSender(config.smtp, self.store, clock=clock,
                                    on_permanent_failure=self._tell_supervisor_of_failure)
         self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock)
         self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
+        # Imported here, not with the module: `run` installs its signal handlers before building the Desk.
+        from maildesk.reports.appraisal import AppraisalJob
+        from maildesk.reports.monthly import MonthlySummaryJob
+        from maildesk.workflow.similar import index_for
+
+        self.appraisal = AppraisalJob(config, self.store, default_renderer())
+        self.monthly_summary = MonthlySummaryJob(config, self.store, default_renderer())
+        # The closed cases a new ticket is compared with: read once, at start, not at the first mail.
+        index_for(self.store)
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(JOBS_EVERY_SECONDS).seconds.do(self.run_jobs)
         self.scheduler.every(HOUSEKEEPING_EVERY_SECONDS).seconds.do(self.housekeeping)
@@ -116,14 +128,33 @@ class Desk:
             self.deliver_outbox(summary)
 
     def deliver_outbox(self, summary: RunSummary) -> None:
+        self._prepare_smtp_login()
         sent, deferred = self.sender.deliver_due()
         summary.sent += sent
         summary.deferred += deferred
+
+    def _prepare_smtp_login(self) -> None:
+        """Renew an OAuth2 token here, before the parallel SMTP lanes need it.
+
+        A refused refresh then stops the desk from this one place (CredentialsRefused, exit 4);
+        a token endpoint that cannot be reached is left to the sender, which defers the mail as
+        for any SMTP outage.
+        """
+        credentials = self.config.smtp.credentials
+        due = self.sender.next_due()
+        if credentials is None or due is None or due > self.clock():
+            return
+        try:
+            credentials.prepare()
+        except TokenServiceUnavailable:
+            pass
 
     def run_jobs(self) -> None:
         """Reminders, SLA alerts and the weekly report, whatever is due now."""
         self.timers.run_due()
         self.weekly_report.run_due(self.clock())
+        self.appraisal.run_due(self.clock())
+        self.monthly_summary.run_due(self.clock())
 
     def housekeeping(self) -> None:
         now = self.clock()

@@ -9,7 +9,7 @@ import aiosmtplib
 from maildesk.daemon.config import Config
 from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable, tls_context
 from maildesk.storage.journal import StoreError
-from maildesk.storage.store import TicketStore
+from maildesk.storage.base import open_store
 
 
 def run_checks(config: Config, out: Callable[[str], None]) -> bool:
@@ -21,8 +21,8 @@ def run_checks(config: Config, out: Callable[[str], None]) -> bool:
 
 def _check_store(config: Config) -> tuple[bool, str, str]:
     try:
-        with TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=True) as store:
-            count = store.ticket_count()
+        with open_store(config, readonly=True) as store:
+            count, location = store.ticket_count(), store.location
     except StoreError as exc:
         return False, "store", str(exc)
     parent = config.storage_path.parent
@@ -32,7 +32,7 @@ def _check_store(config: Config) -> tuple[bool, str, str]:
 
     if not os.access(parent, os.W_OK):
         return False, "store", f"{parent} is not writable by this user"
-    return True, "store", f"{config.storage_path}: {count} tickets"
+    return True, "store", f"{location}: {count} tickets"
 
 
 def _check_imap(config: Config) -> tuple[bool, str, str]:
@@ -41,15 +41,18 @@ def _check_imap(config: Config) -> tuple[bool, str, str]:
     try:
         mailbox.connect()
         waiting = len(mailbox.waiting_uids())
-        caps = [cap for cap in ("IDLE", "MOVE", "UIDPLUS") if mailbox.client.has_capability(cap)]
+        # Capabilities, delimiter, namespace, folder names and how mail is marked and awaited.
+        detected = mailbox.describe()
     except MailboxUnavailable as exc:
         return False, "imap", str(exc)
     except CONNECTION_ERRORS as exc:
         return False, "imap", f"{c.host}:{c.port}: {' '.join(str(exc).split())}"
     finally:
         mailbox.close()
-    return True, "imap", (f"{c.username}@{c.host}:{c.port} ({c.security}): {c.folder} has {waiting} waiting; "
-                          f"server offers {' '.join(caps) or 'no IDLE/MOVE (polling, copy+expunge)'}")
+    # The configured method only: never anything of the secret or token itself.
+    auth = getattr(c, "auth", "password")
+    return True, "imap", (f"{c.username}@{c.host}:{c.port} ({c.security}): auth {auth}; {c.folder} has "
+                          f"{waiting} waiting; {detected}")
 
 
 def _check_smtp(config: Config) -> tuple[bool, str, str]:
@@ -61,12 +64,12 @@ def _check_smtp(config: Config) -> tuple[bool, str, str]:
                                  tls_context=tls_context(c.ca_file) if c.security != "none" else None)
         await client.connect()
         try:
-            if c.username:
-                await client.login(c.username, c.password)
+            if c.credentials is not None:  # a password or an OAuth2 token, as the outbox logs in
+                await c.credentials.smtp_login(client)
             await client.noop()
         finally:
             await client.quit()
-        return "login ok" if c.username else "no login configured"
+        return f"login ok (auth {c.credentials.method})" if c.credentials is not None else "no login configured"
 
     try:
         text = asyncio.run(probe())

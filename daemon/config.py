@@ -16,6 +16,9 @@ from datetime import date, time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from maildesk.daemon.credentials import (PROVIDERS, Credentials, OAuth2Credentials, OAuth2Settings,
+                                         PasswordCredentials, TokenSource, provider_defaults)
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key."""
@@ -41,7 +44,7 @@ class ImapConfig:
     port: int
     security: str
     username: str
-    password: Secret = field(repr=False)
+    password: Secret | None = field(repr=False)
     folder: str = "INBOX"
     processed_folder: str = "Helpdesk/Processed"
     quarantine_folder: str = "Helpdesk/Quarantine"
@@ -50,6 +53,13 @@ class ImapConfig:
     poll_seconds: float = 30.0
     timeout_seconds: float = 60.0
     ca_file: str | None = None
+    # "password" or "oauth2"; ``credentials`` is what logs in (built from the password when not given).
+    auth: str = "password"
+    credentials: Credentials | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.credentials is None and self.auth == "password" and self.password is not None:
+            object.__setattr__(self, "credentials", PasswordCredentials(self.username, self.password))
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,13 @@ class SmtpConfig:
     max_attempts: int = 12
     ca_file: str | None = None
     connections: int = 1
+    # "password", "oauth2" or "none"; no ``credentials`` means no SMTP AUTH.
+    auth: str = "password"
+    credentials: Credentials | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.credentials is None and self.auth == "password" and self.username and self.password is not None:
+            object.__setattr__(self, "credentials", PasswordCredentials(self.username, self.password))
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,9 @@ class TicketsConfig:
     max_attachment_bytes: int = 15 * 2**20
     ack_limit_per_hour: int = 5
     notify_unassigned: str = "team"
+    # Past this many new-ticket notifications in 10 minutes, the rest are folded into one digest
+    # per 10 minutes; 0: never fold.
+    notify_digest_after: int = 20
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,8 @@ class TeamConfig:
     supervisor: str | None = None
     leadership: tuple[str, ...] = ()
     technicians: tuple[Technician, ...] = ()
+    # Mail domains of the company's own staff: their requests are internal (内部员工), others external.
+    internal_domains: tuple[str, ...] = ()
 
     @property
     def staff_addresses(self) -> frozenset[str]:
@@ -121,6 +143,16 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class AppraisalConfig:
+    """[appraisal]: one appraisal mail to the supervisor per period (reports/appraisal.py)."""
+
+    period: str = "monthly"  # monthly | quarterly | none
+    weekday: str = "monday"
+    time: time = time(9, 0)
+    timezone: ZoneInfo = ZoneInfo("Asia/Shanghai")
+
+
+@dataclass(frozen=True)
 class Config:
     imap: ImapConfig
     smtp: SmtpConfig
@@ -136,6 +168,14 @@ class Config:
     # Closed tickets untouched this long leave memory for the monthly archive files.
     archive_after_days: float = 30
     procedure: ProcedureConfig = ProcedureConfig()
+    appraisal: AppraisalConfig = AppraisalConfig()
+    # The [oauth2] section (for `helpdesk auth login`); None when absent.
+    oauth2: OAuth2Settings | None = None
+    # storage.url: a PostgreSQL store instead of the TinyDB file at storage_path (storage/base.py picks).
+    storage_url: str | None = None
+    storage_password: Secret | None = None
+    # Analysts' SQL views show customer addresses only when this is true.
+    analysts_see_addresses: bool = False
 
     @property
     def support_address(self) -> str:
@@ -145,17 +185,20 @@ class Config:
 _KNOWN_KEYS = {
     "imap": {"host", "port", "security", "allow_insecure", "username", "password", "password_env", "folder",
              "processed_folder", "quarantine_folder", "batch_size", "idle", "poll_seconds", "timeout_seconds",
-             "ca_file"},
+             "ca_file", "auth"},
     "smtp": {"host", "port", "security", "allow_insecure", "username", "password", "password_env",
              "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file",
-             "connections"},
-    "storage": {"path", "archive_after_days"},
+             "connections", "auth"},
+    "oauth2": {"provider", "tenant", "token_url", "device_code_url", "authorize_url", "client_id",
+               "client_secret_env", "grant", "scope", "token_file", "mechanism"},
+    "storage": {"path", "archive_after_days", "url", "password_env", "analysts_see_addresses"},
     "tickets": {"prefix", "max_message_mb", "max_attachment_mb", "ack_limit_per_hour", "notify_unassigned",
-                "reopen_days"},
+                "reopen_days", "notify_digest_after"},
     "feedback": {"reminder_days", "no_rating_days"},
     "sla": {"first_response_hours", "resolution_hours"},
     "commands": set(),  # any command name -> list of keywords
-    "team": {"supervisor", "leadership", "technicians", "language"},
+    "team": {"supervisor", "leadership", "technicians", "language", "internal_domains"},
+    "appraisal": {"period", "weekday", "time", "timezone"},
     "report": {"weekday", "time", "timezone", "language", "show_customer_addresses"},
     "log": {"level", "file"},
     "security": {"require_authenticated_staff", "authserv_id"},
@@ -217,12 +260,19 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
     r = _Reader(raw)
     if not need_secrets:
         environ = _AnyVariable(environ)
+    imap_auth = r.choice("imap.auth", ("password", "oauth2"), default="password")
+    smtp_auth = r.choice("smtp.auth", ("password", "oauth2", "none"), default="password")
+    oauth2 = _oauth2(r, environ, base_dir, needed="oauth2" in (imap_auth, smtp_auth))
+    # IMAP and SMTP share one token source: one refresh serves both, and a rotated refresh token
+    # is never used twice.
+    tokens = TokenSource(oauth2) if oauth2 else None
+    imap_user = r.str("imap.username")
     imap = ImapConfig(
         host=r.str("imap.host"),
         port=r.int("imap.port", default=None, minimum=1, maximum=65535),
         security=r.choice("imap.security", ("ssl", "starttls", "none"), default="ssl"),
-        username=r.str("imap.username"),
-        password=_password(r, "imap", environ, required=True),
+        username=imap_user,
+        password=_password(r, "imap", environ, required=imap_auth == "password"),
         folder=r.str("imap.folder", default="INBOX"),
         processed_folder=r.str("imap.processed_folder", default="Helpdesk/Processed"),
         quarantine_folder=r.str("imap.quarantine_folder", default="Helpdesk/Quarantine"),
@@ -231,9 +281,12 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         poll_seconds=r.float("imap.poll_seconds", default=30.0, minimum=0.1),
         timeout_seconds=r.float("imap.timeout_seconds", default=60.0, minimum=1),
         ca_file=r.str("imap.ca_file", default=None),
+        auth=imap_auth,
+        credentials=OAuth2Credentials(imap_user, tokens, oauth2.mechanism) if imap_auth == "oauth2" else None,
     )
     _check_transport("imap", imap.host, imap.security, r.bool("imap.allow_insecure", default=False))
-    smtp_user = r.str("smtp.username", default=None)
+    # With OAuth2 the token is the mailbox's: SMTP logs in as the IMAP user unless told otherwise.
+    smtp_user = r.str("smtp.username", default=imap_user if smtp_auth == "oauth2" else None)
     smtp = SmtpConfig(
         host=r.str("smtp.host"),
         port=r.int("smtp.port", default=None, minimum=1, maximum=65535),
@@ -241,17 +294,31 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         from_address=r.address("smtp.from_address"),
         from_name=r.str("smtp.from_name", default="Service Desk"),
         username=smtp_user,
-        password=_password(r, "smtp", environ, required=smtp_user is not None),
+        password=_password(r, "smtp", environ, required=smtp_user is not None and smtp_auth == "password"),
         timeout_seconds=r.float("smtp.timeout_seconds", default=60.0, minimum=1),
         retry_max_minutes=r.float("smtp.retry_max_minutes", default=60.0, minimum=0.01),
         max_attempts=r.int("smtp.max_attempts", default=12, minimum=1),
         ca_file=r.str("smtp.ca_file", default=None),
         connections=r.int("smtp.connections", default=1, minimum=1, maximum=20),
+        auth=smtp_auth,
+        credentials=OAuth2Credentials(smtp_user, tokens, oauth2.mechanism) if smtp_auth == "oauth2" else None,
     )
     _check_transport("smtp", smtp.host, smtp.security, r.bool("smtp.allow_insecure", default=False))
     storage_path = Path(r.str("storage.path", default="var/helpdesk.json"))
     if not storage_path.is_absolute():
         storage_path = base_dir / storage_path
+    storage_url = r.str("storage.url", default=None)
+    if storage_url is not None and not re.match(r"postgres(ql)?://", storage_url):
+        raise ConfigError("storage.url must be a postgresql:// URL (leave it out for the file store at storage.path)")
+    storage_password_env = r.str("storage.password_env", default=None)
+    storage_password = None
+    if storage_password_env:
+        # Read-only commands see the real variable too (or "" when it is unset).
+        value = environ.get(storage_password_env)
+        if value is None:
+            raise ConfigError(f"storage.password_env names {storage_password_env}, which is not set in the "
+                              "environment")
+        storage_password = Secret(value) if value else None
     prefix = r.str("tickets.prefix", default="TS")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,9}", prefix):
         raise ConfigError("tickets.prefix must be 1-10 letters or digits, starting with a letter")
@@ -261,6 +328,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         max_attachment_bytes=int(r.float("tickets.max_attachment_mb", default=15, minimum=0.001) * 2**20),
         ack_limit_per_hour=r.int("tickets.ack_limit_per_hour", default=5, minimum=0),
         notify_unassigned=r.choice("tickets.notify_unassigned", ("team", "supervisor", "none"), default="team"),
+        notify_digest_after=r.int("tickets.notify_digest_after", default=20, minimum=0),
     )
     techs = []
     for i, entry in enumerate(r.list("team.technicians", default=[])):
@@ -282,6 +350,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         supervisor=r.address("team.supervisor") if supervisor else None,
         leadership=tuple(_lower_address(a, "team.leadership") for a in r.list("team.leadership", default=[])),
         technicians=tuple(techs),
+        internal_domains=tuple(_domain(d) for d in r.list("team.internal_domains", default=[])),
     )
     tz_name = r.str("report.timezone", default="Asia/Shanghai")
     try:
@@ -309,10 +378,14 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         raise ConfigError("security.authserv_id is required: the name your receiving mail server writes into "
                           "Authentication-Results, so staff mail can be verified (or write "
                           "security.require_authenticated_staff = false to trust the bare From line)")
+    appraisal = _appraisal(r, report)
     return Config(
         imap=imap, smtp=smtp, storage_path=storage_path, tickets=tickets, team=team, report=report,
         team_language=r.choice("team.language", ("zh", "en"), default=report.language),
         archive_after_days=r.float("storage.archive_after_days", default=30, minimum=1),
+        storage_url=storage_url, storage_password=storage_password,
+        analysts_see_addresses=r.bool("storage.analysts_see_addresses", default=False),
+        appraisal=appraisal,
         procedure=ProcedureConfig(
             reopen_days=r.float("tickets.reopen_days", default=14, minimum=0),
             reminder_days=r.float("feedback.reminder_days", default=3, minimum=0),
@@ -323,11 +396,35 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
             require_authenticated_staff=require_authenticated_staff,
             authserv_id=authserv_id,
         ),
+        oauth2=oauth2,
         log_level=r.choice("log.level", ("debug", "info", "warning", "error"), default="info"),
         log_file=(base_dir / log_file) if log_file and not Path(log_file).is_absolute() else
         (Path(log_file) if log_file else None),
         source=source,
     )
+
+
+def _domain(value) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[^@\s]+\.[^@\s]+|localhost", value.strip()):
+        raise ConfigError(f"team.internal_domains must hold mail domains such as \"example.com\", got {value!r}")
+    return value.strip().lower().lstrip("@")
+
+
+def _appraisal(r: "_Reader", report: ReportConfig) -> AppraisalConfig:
+    """[appraisal]: weekday, time and time zone default to the weekly report's."""
+    tz_name = r.str("appraisal.timezone", default=report.timezone.key)
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"appraisal.timezone {tz_name!r} is not a known time zone") from None
+    at = r.str("appraisal.time", default=report.time.strftime("%H:%M"))
+    try:
+        at_time = time.fromisoformat(at)
+    except ValueError:
+        raise ConfigError("appraisal.time must be HH:MM") from None
+    return AppraisalConfig(period=r.choice("appraisal.period", ("monthly", "quarterly", "none"), default="monthly"),
+                           weekday=r.choice("appraisal.weekday", _WEEKDAYS, default=report.weekday),
+                           time=at_time, timezone=tz)
 
 
 def _password(r: "_Reader", section: str, environ, *, required: bool) -> Secret | None:
@@ -343,6 +440,62 @@ def _password(r: "_Reader", section: str, environ, *, required: bool) -> Secret 
             raise ConfigError(f"{section}.password or {section}.password_env is required")
         return None
     return Secret(value)
+
+
+def _oauth2(r: "_Reader", environ, base_dir: Path, *, needed: bool) -> OAuth2Settings | None:
+    """The [oauth2] section with its provider's defaults; required when imap.auth or smtp.auth is oauth2."""
+    if "oauth2" not in r._raw:
+        if needed:
+            raise ConfigError('imap.auth or smtp.auth = "oauth2" needs an [oauth2] section')
+        return None
+    provider = r.choice("oauth2.provider", tuple(PROVIDERS), default="generic")
+    grant = r.choice("oauth2.grant", ("refresh_token", "client_credentials"), default="refresh_token")
+    tenant = r.str("oauth2.tenant", default=None)
+    if tenant is not None and provider != "microsoft":
+        raise ConfigError("oauth2.tenant is for provider = \"microsoft\" only")
+    if provider == "microsoft" and grant == "client_credentials" and not tenant:
+        raise ConfigError("oauth2.tenant is required for app-only access (grant = \"client_credentials\")")
+    defaults = provider_defaults(provider, tenant, grant)
+    urls = {}
+    for key in ("token_url", "device_code_url", "authorize_url"):
+        value = r.str(f"oauth2.{key}", default=None)
+        if value is not None and provider != "generic":
+            raise ConfigError(f"oauth2.{key} is derived for provider = \"{provider}\"; "
+                              "set it only with provider = \"generic\"")
+        urls[key] = value if value is not None else defaults[key]
+        if urls[key]:
+            _check_url(f"oauth2.{key}", urls[key])
+    if not urls["token_url"]:
+        raise ConfigError("oauth2.token_url is required with provider = \"generic\"")
+    secret_var = r.str("oauth2.client_secret_env", default=None)
+    secret = None
+    if secret_var:
+        secret = environ.get(secret_var)
+        if secret is None:
+            raise ConfigError(f"oauth2.client_secret_env names {secret_var}, which is not set in the environment")
+        secret = Secret(secret)
+    elif grant == "client_credentials":
+        raise ConfigError("oauth2.client_secret_env is required for grant = \"client_credentials\"")
+    token_file = Path(r.str("oauth2.token_file", default="var/oauth2.json"))
+    return OAuth2Settings(
+        provider=provider, tenant=tenant, grant=grant, token_url=urls["token_url"],
+        device_code_url=urls["device_code_url"], authorize_url=urls["authorize_url"],
+        client_id=r.str("oauth2.client_id"), client_secret=secret,
+        scope=r.str("oauth2.scope", default=defaults["scope"]),
+        token_file=token_file if token_file.is_absolute() else base_dir / token_file,
+        mechanism=r.choice("oauth2.mechanism", ("auto", "xoauth2", "oauthbearer"), default="auto"))
+
+
+def _check_url(key: str, url: str) -> None:
+    # Refresh tokens and client secrets travel in the request body: never in clear text off this host.
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return
+    raise ConfigError(f"{key} must be an https:// URL (http:// only for loopback hosts)")
 
 
 class _AnyVariable(dict):

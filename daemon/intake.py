@@ -33,12 +33,16 @@ from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
 from maildesk.parsers.commands import Vocabulary
 from maildesk.workflow.apply import decide, handle
+from maildesk.workflow.digest import PERIOD, DigestEntry, digest_id, new_digest, slot_of, with_entry
 from maildesk.workflow.intake import DeskContext, Effects, ack_window_start
 from maildesk.workflow.route import Directory
 
 log = logging.getLogger("maildesk.intake")
 
 MAX_ATTEMPTS = 3
+# The team's new-ticket notifications of the last 10 minutes, counted like a sender's acknowledgements
+# (same table, same pruning); the name has no "@", so no sender can share it.
+TEAM_NOTICES = "desk:new-ticket-notices"
 
 
 @dataclass
@@ -63,6 +67,7 @@ def _context_template(config: Config, renderer: Renderer) -> DeskContext:
         reopen_days=config.procedure.reopen_days,
         require_authenticated_staff=config.procedure.require_authenticated_staff,
         authserv_id=config.procedure.authserv_id,
+        notify_digest_after=config.tickets.notify_digest_after,
     )
 
 
@@ -86,6 +91,39 @@ def apply_effects(store: TicketStore, effects: Effects, now: datetime) -> None:
         store.add_staff_record(record)
     if effects.acked_sender:
         store.record_ack(effects.acked_sender, now)
+    if effects.team_noticed:
+        store.record_ack(TEAM_NOTICES, now, keep=PERIOD)
+    for entry in effects.digest:
+        add_to_digest(store, entry, now)
+
+
+def team_notices_since(store: TicketStore, now: datetime) -> int:
+    return store.acks_since(TEAM_NOTICES, now - PERIOD)
+
+
+def add_to_digest(store: TicketStore, entry: DigestEntry, now: datetime) -> None:
+    """Append a folded ticket to its recipients' open digest, or open one.
+
+    A digest is an outbox entry, pending until its time, under an id made of
+    the recipients and a 10-minute slot, so the open one is found without an
+    index: it can only be in this slot, the one before or the one after.  A
+    new digest goes out at once unless the recipients got one less than 10
+    minutes ago; then 10 minutes after that one.
+    """
+    slot = slot_of(now)
+    found = {k: store.outbound(digest_id(entry.recipients, k)) for k in (slot, slot - 1, slot + 1)}
+    for open_one in found.values():
+        if open_one is not None and open_one.status == "pending":
+            store.update_outbound(with_entry(open_one, entry))
+            return
+    due = now
+    for last in (found[slot - 1], found[slot]):
+        if last is not None:
+            due = max(due, (last.sent_at or last.next_attempt_at or last.created_at) + PERIOD)
+    slot = slot_of(due)
+    while store.outbound(digest_id(entry.recipients, slot)) is not None:  # only if the clock went back
+        slot += 1
+    store.enqueue(new_digest(entry, mail_id=digest_id(entry.recipients, slot), due=due))
 
 
 def directory_from(config: Config) -> Directory:
@@ -97,6 +135,7 @@ def directory_from(config: Config) -> Directory:
         leadership=frozenset(config.team.leadership),
         nda_signed=frozenset(t.email for t in config.team.technicians if t.nda_signed),
         names=tuple((t.email, t.name) for t in config.team.technicians),
+        internal_domains=frozenset(config.team.internal_domains),
     )
 
 
@@ -195,6 +234,8 @@ class IntakeRunner:
         if route.kind == "new" or (route.kind == "forged" and route.ticket is None):
             number = self.store.allocate_ticket_number()
             acks = self.store.acks_since(mail.sender.email, ack_window_start(now))
+            if ctx.notify_digest_after:
+                ctx = replace(ctx, team_notices_recent=team_notices_since(self.store, now))
             return handle(mail, route, ctx, number=number, tag=self.store.format_tag(number),
                           acks_last_hour=acks)
         return handle(mail, route, ctx)

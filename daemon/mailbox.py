@@ -6,6 +6,12 @@ leaves the inbox (MOVE to the processed or quarantine folder) only after the
 store has committed what it caused.  Because every mail is de-duplicated by
 its key in the store, a changed UIDVALIDITY or a repeated fetch is harmless.
 
+On connecting it asks the server how it is laid out (delimiter, personal
+namespace, special-use folders, MOVE/UIDPLUS/IDLE, Gmail) and lets
+``daemon/layout.py`` decide the folder names and commands from the answers.
+Only mail without ``\\Deleted`` is read: a copied mail flagged by the desk (or
+by anybody) is on its way out and is never handled twice.
+
 imapclient is blocking; the daemon's main loop owns this object alone.
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from maildesk.daemon.config import ImapConfig
+from maildesk.daemon.layout import MOVED_KEYWORD, Layout, LayoutError, ServerFacts, can_set_keyword, describe, plan
 
 log = logging.getLogger("maildesk.imap")
 
@@ -49,9 +56,10 @@ class Mailbox:
     def __init__(self, config: ImapConfig) -> None:
         self.config = config
         self._client: IMAPClient | None = None
-        self._can_move = False
-        self._can_idle = False
         self._uidvalidity: int | None = None
+        self.layout: Layout | None = None
+        self.capabilities: frozenset[str] = frozenset()
+        self._keyword = False  # whether the watched folder keeps MOVED_KEYWORD
 
     # -- connection ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -65,24 +73,39 @@ class Mailbox:
                 if c.security == "starttls":
                     # No fallback to plain text: a failed STARTTLS is an error.
                     client.starttls(tls_context(c.ca_file))
-            client.login(c.username, c.password)
+            c.credentials.imap_login(client)  # a password or an OAuth2 token: LOGIN or AUTHENTICATE
         except LoginError as exc:
             raise MailboxUnavailable(f"IMAP login as {c.username} at {c.host}:{c.port} refused: "
                                      f"{_one_line(exc)}") from None
         except CONNECTION_ERRORS as exc:
             raise MailboxUnavailable(f"cannot reach IMAP server {c.host}:{c.port}: {_one_line(exc)}") from None
         self._client = client
-        self._can_move = client.has_capability("MOVE")
-        self._can_idle = client.has_capability("IDLE")
-        for folder in (c.processed_folder, c.quarantine_folder):
-            if folder and not client.folder_exists(folder):
-                client.create_folder(folder)
-        info = client.select_folder(c.folder)
+        try:
+            facts = server_facts(client)
+            layout = plan(folder=c.folder, processed_folder=c.processed_folder,
+                          quarantine_folder=c.quarantine_folder, idle=c.idle, facts=facts)
+        except LayoutError as exc:
+            self.close()
+            raise MailboxUnavailable(f"IMAP folders at {c.host}:{c.port}: {exc}") from None
+        self.capabilities, self.layout = facts.capabilities, layout
+        for folder in layout.to_create:
+            client.create_folder(folder)
+            try:
+                client.subscribe_folder(folder)  # so that people's mail clients show it
+            except IMAPClientError:
+                pass
+        info = client.select_folder(layout.watched)
+        self._keyword = can_set_keyword(tuple(_text(f) for f in info.get(b"PERMANENTFLAGS", ())))
         validity = info.get(b"UIDVALIDITY")
         if self._uidvalidity is not None and validity != self._uidvalidity:
             log.warning("UIDVALIDITY of %s changed (%s -> %s); mail already handled is recognised by "
-                        "its Message-ID", c.folder, self._uidvalidity, validity)
+                        "its Message-ID", layout.watched, self._uidvalidity, validity)
         self._uidvalidity = validity
+        if layout.marking == "copy-expunge" and self._keyword:
+            # Copied and flagged by a desk that died before its UID EXPUNGE: ours, safe to finish.
+            leftovers = client.search(["DELETED", "KEYWORD", MOVED_KEYWORD])
+            if leftovers:
+                client.uid_expunge(leftovers)
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -108,7 +131,15 @@ class Mailbox:
 
     # -- reading ---------------------------------------------------------------------------
     def waiting_uids(self) -> list[int]:
-        return sorted(self.client.search(["ALL"]))
+        # UNDELETED: without MOVE a handled mail is copied and flagged before it is
+        # expunged (or, without UIDPLUS, left for a mail client to expunge).
+        return sorted(self.client.search(["UNDELETED"]))
+
+    def describe(self) -> str:
+        """What was detected, in one line (``helpdesk check``)."""
+        if self.layout is None:
+            self.connect()
+        return describe(self.layout, self.capabilities)
 
     def fetch(self, uids: Iterable[int], max_bytes: int) -> list[Fetched]:
         uids = list(uids)
@@ -130,27 +161,32 @@ class Mailbox:
 
     # -- marking ---------------------------------------------------------------------------
     def move(self, uids: list[int], folder: str) -> None:
+        """Move handled mail to ``folder``, a configured name (``imap.processed_folder``) or a server name."""
         if not uids:
             return
         client = self.client
-        if self._can_move:
-            client.move(uids, folder)
+        target = self.layout.server_name(folder)
+        if self.layout.marking == "move":
+            # On Gmail this takes the INBOX label off; All Mail keeps the message.
+            client.move(uids, target)
             return
-        client.copy(uids, folder)
-        client.add_flags(uids, [b"\\Deleted"])
-        if client.has_capability("UIDPLUS"):
-            client.uid_expunge(uids)
-        else:
-            client.expunge()
+        client.copy(uids, target)
+        # One STORE sets both: a mail is never \Deleted without the mark that it was copied.
+        client.add_flags(uids, [b"\\Deleted", MOVED_KEYWORD.encode()] if self._keyword else [b"\\Deleted"])
+        if self.layout.marking == "copy-expunge":
+            client.uid_expunge(uids)  # exactly these UIDs (UIDPLUS), never somebody else's \Deleted mail
+        # "copy-flag": no EXPUNGE at all (see layout.marking_for); SEARCH UNDELETED skips them.
 
     # -- waiting ----------------------------------------------------------------------------
     def wait_for_mail(self, timeout: float, should_stop: Callable[[], bool]) -> None:
         """Return when new mail may have arrived, ``timeout`` passed, or ``should_stop()``."""
         deadline = time.monotonic() + timeout
         client = self.client
-        if not (self.config.idle and self._can_idle):
+        if self.layout.waiting == "poll":
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            # NOOP lets the server report new mail in the selected folder (RFC 3501 6.1.2).
+            client.noop()
             return
         client.idle()
         try:
@@ -164,6 +200,46 @@ class Mailbox:
                     break
         finally:
             client.idle_done()
+
+
+def server_facts(client: IMAPClient) -> ServerFacts:
+    """Ask the server how it is laid out: capabilities, delimiter, personal namespace, folders."""
+    capabilities = frozenset(_text(c).upper() for c in client.capabilities())
+    prefix, delimiter = "", None
+    personal = client.namespace().personal if "NAMESPACE" in capabilities else None
+    if personal:
+        prefix, delimiter = personal[0][0] or "", personal[0][1] or None
+    listing = _list_folders(client, capabilities)
+    if not personal:
+        # RFC 3501 6.3.8: LIST "" "" returns the hierarchy delimiter (NIL for a flat server);
+        # a server that answers it with nothing still shows its delimiter on every folder.
+        for _flags, sep, _name in client.list_folders("", "") or listing[:1]:
+            delimiter = _text(sep) if sep else None
+    folders = {name: frozenset(_text(f) for f in flags) for flags, _sep, name in listing}
+    return ServerFacts(capabilities=capabilities, delimiter=delimiter, personal_prefix=prefix, folders=folders)
+
+
+def _list_folders(client: IMAPClient, capabilities: frozenset[str]) -> list:
+    """Every folder with its attributes, special-use ones included where the server has them.
+
+    RFC 6154 lets a server leave special-use attributes out of a plain LIST and
+    show them for ``LIST "" "*" RETURN (SPECIAL-USE)``.  imapclient has no public
+    call for LIST's RETURN options, so this one goes through its own LIST path
+    with the option added; any trouble falls back to the plain LIST.
+    """
+    if "SPECIAL-USE" in capabilities:
+        try:
+            typ, data = client._imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+            client._checkok("LIST", typ, data)
+            typ, data = client._imap._untagged_response(typ, data, "LIST")
+            return client._proc_folder_list(data)
+        except (IMAPClientError, AttributeError, ValueError, TypeError) as exc:
+            log.debug("LIST RETURN (SPECIAL-USE) failed (%s); using a plain LIST", _one_line(exc))
+    return client.list_folders()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
 def _one_line(exc: BaseException) -> str:

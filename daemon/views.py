@@ -103,3 +103,70 @@ def detail_text(detail: dict) -> str:
             line += f": {one_line(e['detail'])}"
         lines.append(line)
     return "\n".join(lines)
+
+
+# -- staff records (``staff list/show``) -------------------------------------------------------
+
+def staff_members(config) -> list[tuple[str, str, str]]:
+    """(email, name, role) of everybody on the team, technicians first."""
+    found = [(t.email, t.name, "technician") for t in config.team.technicians]
+    if config.team.supervisor:
+        found.append((config.team.supervisor, config.team.supervisor, "supervisor"))
+    found += [(a, a, "leadership") for a in config.team.leadership]
+    return found
+
+
+def staff_summary(email: str, name: str, role: str, records, config) -> dict:
+    mine = [r for r in records if r.technician == email]
+    tech = config.team.technician(email)
+    levels: dict[str, int] = {}
+    for r in mine:
+        if r.kind in ("commend", "warn"):
+            key = f"{r.kind}:{r.level or 'unspecified'}"
+            levels[key] = levels.get(key, 0) + 1
+    periods = sorted({r.period for r in mine if r.kind == "appraisal"})
+    return {"email": email, "name": name, "role": role,
+            "nda_signed": tech.nda_signed.isoformat() if tech and tech.nda_signed else None,
+            "commendations": sum(1 for r in mine if r.kind == "commend"),
+            "warnings": sum(1 for r in mine if r.kind == "warn"),
+            "by_level": levels, "appraisal_periods": periods}
+
+
+def staff_detail(email: str, name: str, role: str, records, config, tz: ZoneInfo) -> dict:
+    from maildesk.workflow.selfservice import merged_scores
+
+    detail = staff_summary(email, name, role, records, config)
+    mine = sorted((r for r in records if r.technician == email), key=lambda r: r.at)
+    detail["records"] = [{"at": _local(r.at, tz), "kind": r.kind, "level": r.level, "reason": r.reason,
+                          "by": r.author, "ticket": r.ticket} for r in mine if r.kind in ("commend", "warn")]
+    detail["appraisals"] = []
+    for period in detail["appraisal_periods"]:
+        scores, comments = merged_scores([r for r in mine if r.kind == "appraisal" and r.period == period], email)
+        detail["appraisals"].append({"period": period, "scores": scores, "comments": comments})
+    return detail
+
+
+def staff_line(summary: dict) -> str:
+    """One line of ``staff list``."""
+    nda = summary["nda_signed"] or "-"
+    return (f"{one_line(summary['email']):<32}  {summary['role']:<10}  {one_line(summary['name']):<20}  "
+            f"NDA {nda:<10}  commended {summary['commendations']}  warned {summary['warnings']}  "
+            f"appraised {', '.join(summary['appraisal_periods']) or '-'}")
+
+
+def staff_text(detail: dict) -> str:
+    """``staff show`` for the terminal."""
+    lines = [staff_line(detail), "", "record:"]
+    for r in detail["records"]:
+        where = f" ({r['ticket']})" if r["ticket"] else ""
+        lines.append(f"  {r['at']} {r['kind']} {r['level'] or '-'} by {one_line(r['by'])}{where}: "
+                     f"{one_line(r['reason'])}")
+    if not detail["records"]:
+        lines.append("  (none)")
+    lines.append("appraisals:")
+    for a in detail["appraisals"]:
+        scores = ", ".join(f"{k} {v}" for k, v in a["scores"].items()) or "no scores yet"
+        lines.append(f"  {a['period']}: {scores}" + "".join(f"; {one_line(c)}" for c in a["comments"]))
+    if not detail["appraisals"]:
+        lines.append("  (none)")
+    return "\n".join(lines)

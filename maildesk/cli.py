@@ -6,6 +6,11 @@
     helpdesk -c CONFIG tickets list [--json]
     helpdesk -c CONFIG tickets show ID [--json]
     helpdesk -c CONFIG report weekly [--week YYYY-Www] (--json | --out FILE.html | --send)
+    helpdesk -c CONFIG store migrate         bring a PostgreSQL store's schema up to date
+    helpdesk -c CONFIG store export FILE.jsonl / store import FILE.jsonl   move a whole store, verified
+    helpdesk -c CONFIG auth login            OAuth2: sign in once (device code), save the refresh token
+    helpdesk -c CONFIG staff list [--json]   the team with commendations, warnings and appraisals
+    helpdesk -c CONFIG staff show EMAIL [--json]   one member's whole record
     helpdesk demo                            everything in one process, with loopback mail servers
 
 Failures that make the desk unusable (config, store, servers) print one line
@@ -83,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the metrics as JSON")
     out.add_argument("--out", metavar="FILE.html", help="write a browser-viewable preview with the charts")
     out.add_argument("--send", action="store_true", help="queue the report mail to leadership (sent by run/once)")
+    store = sub.add_parser("store", help="the store itself: schema, export, import")
+    ssub = store.add_subparsers(dest="store_command", required=True)
+    ssub.add_parser("migrate", help="apply the schema migrations a PostgreSQL store lacks")
+    sexport = ssub.add_parser("export", help="write every record to a JSON-lines file, with counts and checksums")
+    sexport.add_argument("file", metavar="FILE.jsonl")
+    simport = ssub.add_parser("import", help="load an export into this (empty) store and verify it")
+    simport.add_argument("file", metavar="FILE.jsonl")
+    auth = sub.add_parser("auth", help="OAuth2 sign-in for the mailbox ([oauth2] in the config)")
+    asub = auth.add_subparsers(dest="auth_command", required=True)
+    login = asub.add_parser("login", help="sign in once (device code, or a browser for Google) and save the "
+                                          "refresh token in oauth2.token_file")
+    login.add_argument("--port", type=int, default=0,
+                       help="browser sign-in only: the loopback port the sign-in returns to (default: any free)")
+    staff = sub.add_parser("staff", help="the team's records: rewards, sanctions, appraisals")
+    stsub = staff.add_subparsers(dest="staff_command", required=True)
+    stlist = stsub.add_parser("list", help="every team member with counts")
+    stlist.add_argument("--json", action="store_true", help="print a JSON array")
+    stshow = stsub.add_parser("show", help="one member's commendations, warnings and appraisals")
+    stshow.add_argument("email")
+    stshow.add_argument("--json", action="store_true", help="print a JSON object")
     demo = sub.add_parser("demo", help="run the desk against in-process loopback mail servers")
     demo.add_argument("--keep", action="store_true", help="keep the servers running for your mail client")
     return parser
@@ -95,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(keep=args.keep)
 
     from maildesk.daemon.config import ConfigError, load_config
+    from maildesk.daemon.credentials import CredentialsRefused
     from maildesk.storage.journal import StoreError
 
     try:
-        read_only = args.command == "tickets" or (args.command == "report" and not args.send)
+        read_only = args.command in ("tickets", "store", "staff") or (args.command == "report" and not args.send)
         config = load_config(args.config, need_secrets=not read_only)
     except ConfigError as exc:
         return _fail(f"config: {exc}", EXIT_CONFIG)
@@ -108,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             return _tickets(config, args)
         if args.command == "report":
             return _report(config, args)
+        if args.command == "staff":
+            return _staff(config, args)
+        if args.command == "store":
+            return _store(config, args)
+        if args.command == "auth":
+            return _auth_login(config, args)
         if args.command == "check":
             from maildesk.daemon.check import run_checks
             return 0 if run_checks(config, print) else EXIT_SERVER
@@ -117,12 +149,63 @@ def main(argv: list[str] | None = None) -> int:
             return _run(config)
     except StoreError as exc:
         return _fail(f"store: {exc}", EXIT_STORE)
+    except CredentialsRefused as exc:
+        return _credentials_refused(config, args, exc)
     return 1
 
 
 def _fail(message: str, code: int) -> int:
     print(f"helpdesk: {message}", file=sys.stderr)
     return code
+
+
+def _credentials_refused(config, args, exc) -> int:
+    """One line, then exit 4: retrying a refused grant cannot help, and a person must act."""
+    remedy = f"; sign in again: helpdesk -c {args.config} auth login" if exc.needs_login else ""
+    message = f"oauth2: {exc}{remedy}"
+    logging.getLogger("maildesk.oauth2").error("%s; stopping (exit %d)", message, EXIT_SERVER)
+    if config.log_file:
+        print(f"helpdesk: {message}", file=sys.stderr)  # the log file has it; so does the terminal/journal
+    return EXIT_SERVER
+
+
+def _auth_login(config, args) -> int:
+    """Sign in once: the device-code flow (RFC 8628) where the provider has one, else a browser
+    returning to a loopback listener (RFC 8252); print where to go, wait, save the tokens (0600)."""
+    from maildesk.daemon.credentials import TokenServiceUnavailable, TokenSource
+    from maildesk.printable import one_line
+
+    settings = config.oauth2
+    if settings is None:
+        return _fail("config: auth login needs an [oauth2] section", EXIT_CONFIG)
+    if settings.grant != "refresh_token":
+        return _fail('config: oauth2.grant = "client_credentials" needs no sign-in: the desk asks for '
+                     "app-only tokens itself", EXIT_CONFIG)
+    source = TokenSource(settings)
+    user = one_line(config.imap.username)
+    try:
+        if settings.device_code_url:
+            device = source.start_device_login()
+            # Both come from the identity provider: shown inert, whatever they hold.
+            print(f"To sign in, open {one_line(device.verification_uri)} in a browser and enter the code "
+                  f"{one_line(device.user_code)}", flush=True)
+            print(f"Waiting up to {device.expires_in / 60:.0f} minutes for the sign-in (as the mailbox user "
+                  f"{user}) ...", flush=True)
+            token = source.finish_device_login(device)
+        else:
+            from maildesk.daemon.credentials import BrowserLogin
+
+            browser = BrowserLogin(source, port=args.port)
+            print(f"To sign in, open this address in a browser on this machine:\n{browser.url}", flush=True)
+            print(f"(From another machine: ssh -L {browser.port}:127.0.0.1:{browser.port} to this one first.) "
+                  f"Sign in as the mailbox user {user}; waiting up to 10 minutes ...", flush=True)
+            token = browser.finish()
+    except (TokenServiceUnavailable, OSError) as exc:
+        return _fail(f"oauth2: {exc}", EXIT_SERVER)
+    expires = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(token.expires_at))
+    print(f"Signed in. Tokens saved to {settings.token_file} (mode 0600); the access token is valid until "
+          f"{expires} and is refreshed automatically.", flush=True)
+    return 0
 
 
 def _once(config) -> int:
@@ -162,9 +245,18 @@ def _run(config) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with Desk(config) as desk:
+    from maildesk.storage.base import open_store
+    from maildesk.storage.postgres import StandbyStopped
+
+    try:
+        # A second desk on a shared store waits here as a standby until the active one's lease lapses.
+        store = open_store(config, standby=stop.is_set)
+    except StandbyStopped:
+        logging.getLogger("maildesk.daemon").info("stopped (was standby)")
+        return 0
+    with Desk(config, store=store) as desk:
         logging.getLogger("maildesk.daemon").info("helpdesk %s running for %s (store %s)", __version__,
-                                                  config.support_address, config.storage_path)
+                                                  config.support_address, store.location)
         desk.run(stop.is_set)
     logging.getLogger("maildesk.daemon").info("stopped")
     return 0
@@ -172,10 +264,10 @@ def _run(config) -> int:
 
 def _tickets(config, args) -> int:
     from maildesk.daemon.views import detail_text, summary_line, ticket_detail, ticket_summary
-    from maildesk.storage.store import TicketStore
+    from maildesk.storage.base import open_store
 
     tz = config.report.timezone
-    with TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=True) as store:
+    with open_store(config, readonly=True) as store:
         if args.tickets_command == "list":
             rows = sorted(store.tickets(), key=lambda t: t.number, reverse=True)
             if args.json:
@@ -196,12 +288,39 @@ def _tickets(config, args) -> int:
     return 0
 
 
+def _staff(config, args) -> int:
+    from maildesk.daemon.views import staff_detail, staff_line, staff_members, staff_summary, staff_text
+    from maildesk.storage.base import open_store
+
+    with open_store(config, readonly=True) as store:
+        records = store.staff_records()
+    members = staff_members(config)
+    if args.staff_command == "list":
+        rows = [staff_summary(e, n, role, records, config) for e, n, role in members]
+        if args.json:
+            _print_json(rows)
+        else:
+            for row in rows:
+                print(staff_line(row))
+        return 0
+    wanted = args.email.strip().lower()
+    member = next((m for m in members if m[0] == wanted), None)
+    if member is None:
+        return _fail(f"{args.email} is not on the team (team.technicians, team.supervisor, team.leadership)", 1)
+    detail = staff_detail(*member, records, config, config.report.timezone)
+    if args.json:
+        _print_json(detail)
+    else:
+        print(staff_text(detail))
+    return 0
+
+
 def _report(config, args) -> int:
     from datetime import datetime, timezone
 
     from maildesk.reports.metrics import Week
     from maildesk.reports.weekly import JOB, WeeklyReportJob, build_report, render_report
-    from maildesk.storage.store import TicketStore
+    from maildesk.storage.base import open_store
     from maildesk.templates import default_renderer
 
     tz = config.report.timezone
@@ -209,7 +328,7 @@ def _report(config, args) -> int:
         week = Week.parse(args.week, tz) if args.week else Week.last_complete(datetime.now(timezone.utc), tz)
     except ValueError as exc:
         return _fail(str(exc), 1)
-    with TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=not args.send) as store:
+    with open_store(config, readonly=not args.send) as store:
         if args.json:
             _print_json(build_report(store, config, week).to_json())
         elif args.out:
@@ -223,6 +342,27 @@ def _report(config, args) -> int:
             mails = WeeklyReportJob(config, store, default_renderer()).send(week, datetime.now(timezone.utc))
             print(f"queued the {week.label} report for {', '.join(m.recipients[0] for m in mails)} "
                   f"({JOB}); `helpdesk once` or the running daemon sends it")
+    return 0
+
+
+def _store(config, args) -> int:
+    from maildesk.storage.base import migrate_store, open_store
+    from maildesk.storage.transfer import export_store, import_store
+
+    if args.store_command == "migrate":
+        applied = migrate_store(config)
+        print(f"store migrated: applied {', '.join(applied)}" if applied else "store schema is up to date")
+        return 0
+    if args.store_command == "export":
+        with open_store(config, readonly=True) as store:
+            summary = export_store(store, Path(args.file))
+        print(f"exported {store.location} to {args.file}")
+    else:
+        with open_store(config) as store:
+            summary = import_store(store, Path(args.file))
+        print(f"imported {args.file} into {store.location}; verified")
+    for table, (count, digest) in summary.items():
+        print(f"  {table:<14} {count:>9}  sha256:{digest}")
     return 0
 
 

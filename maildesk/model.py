@@ -86,6 +86,8 @@ class InboundMail:
     auth_results: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     size: int = 0
+    # Outlook's conversation index (base64), read when References and tags name no ticket.
+    thread_index: str | None = None
 
     @property
     def thread_ids(self) -> list[str]:
@@ -213,11 +215,19 @@ class PlanItem:
 
 @dataclass(frozen=True)
 class StaffRecord:
-    """A commendation or warning (``#commend`` / ``#warn``) kept on a technician's record."""
+    """A commendation, warning or appraisal kept on a technician's record.
+
+    ``#commend``/``#warn`` carry a ``level`` (see ``parsers.commands.RECORD_LEVELS``);
+    ``#appraise`` gives ``scores`` for an appraisal ``period`` (e.g. "2026-11"), with the
+    comment as ``reason``.  A later appraisal of the same period adds to an earlier one.
+    """
 
     at: datetime
     author: str
-    kind: str  # commend | warn
+    kind: str  # commend | warn | appraisal
     technician: str
     reason: str
     ticket: str | None = None
+    level: str = ""
+    period: str = ""
+    scores: tuple[tuple[str, int], ...] = ()

@@ -30,8 +30,39 @@ DEFAULT_COMMANDS: dict[str, tuple[str, ...]] = {
     "plan": ("plan", "计划"),
     "commend": ("commend", "表扬"),
     "warn": ("warn", "警告"),
+    # The department's rulebook (risk escalation, appraisal, self-service by mail).
+    "risk": ("risk", "上报"),
+    "appraise": ("appraise", "考核"),
+    "mine": ("mine", "我的"),
+    "find": ("find", "查找"),
+    "status": ("status", "状态"),
+    "help": ("help", "帮助"),
+    "myrecord": ("myrecord", "我的记录"),
 }
-SUPERVISOR_COMMANDS = frozenset({"plan", "commend", "warn"})
+SUPERVISOR_COMMANDS = frozenset({"plan", "commend", "warn", "appraise"})
+# Commands that need no ticket: each answer goes to the asking staff member only.
+SELF_SERVICE_COMMANDS = frozenset({"mine", "find", "status", "help", "myrecord"})
+
+# Graded rewards and sanctions: level -> words, per record kind.  The first level is the default
+# when none is written ("#表扬 Alice 周末恢复了邮件服务器" is a commendation).
+RECORD_LEVELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "commend": {"commendation": ("表彰", "commendation", "commend"),
+                "reward": ("奖励", "reward")},
+    "warn": {"verbal": ("口头警告", "口头", "verbal warning", "verbal"),
+             "written": ("书面警告", "书面", "written warning", "written"),
+             "demotion": ("降职", "demotion", "demote"),
+             "termination": ("终止合同", "解除合同", "termination", "terminate")},
+}
+
+# Appraisal criteria: criterion -> words ("#考核 alice 任务4 质量5 …", "#appraise alice tasks=4 …").
+APPRAISAL_CRITERIA: dict[str, tuple[str, ...]] = {
+    "tasks": ("任务完成情况", "任务完成", "任务", "tasks", "task"),
+    "quality": ("服务质量", "质量", "quality"),
+    "teamwork": ("团队合作", "合作", "teamwork"),
+    "learning": ("学习能力", "学习", "learning"),
+    "attitude": ("工作态度", "态度", "attitude"),
+}
+APPRAISAL_COMMENT = ("评语", "意见", "comments", "comment")
 
 
 def normalise(text: str) -> str:
@@ -93,6 +124,59 @@ def parse_commands(new_text: str, vocabulary: Vocabulary) -> list[Command]:
     return found
 
 
+def split_level(kind: str, text: str) -> tuple[str, str]:
+    """The level written at the start of a commendation's or warning's reason, and the rest.
+
+    "书面警告 连续两次超时" -> ("written", "连续两次超时"); no level word -> the default level.
+    """
+    levels = RECORD_LEVELS.get(kind, {})
+    stripped = text.strip()
+    folded = normalise(stripped).lower()
+    words = sorted(((w, level) for level, ws in levels.items() for w in ws), key=lambda x: -len(x[0]))
+    for word, level in words:
+        if not folded.startswith(word):
+            continue
+        rest = stripped[len(word):]
+        # An English word must end there ("written" is not "writtenly"); Chinese needs no space.
+        if word.isascii() and rest[:1].isalnum():
+            continue
+        return level, rest.strip(" ,，:：;；-—")
+    return (next(iter(levels)) if levels else ""), stripped
+
+
+@dataclass(frozen=True)
+class AppraisalAnswer:
+    scores: tuple[tuple[str, int], ...]  # (criterion, 1..5), in the order written
+    comment: str
+    bad: tuple[str, ...]  # criteria written with a score outside 1..5, as written
+
+
+_SCORE_WORD = "|".join(re.escape(w) for w in sorted((w for ws in APPRAISAL_CRITERIA.values() for w in ws),
+                                                    key=len, reverse=True))
+_SCORE = re.compile(rf"(?i)(?<![a-z])({_SCORE_WORD})\s*[=:：]?\s*(\d+)(?!\d)")
+_COMMENT = re.compile(rf"(?i)(?:{'|'.join(APPRAISAL_COMMENT)})\s*[:：]\s*(.*)$", re.DOTALL)
+
+
+def read_appraisal(text: str) -> AppraisalAnswer:
+    """Scores and comment of one ``#appraise`` line (after the technician's name)."""
+    comment = ""
+    m = _COMMENT.search(text)  # on the text as written: the comment keeps its own punctuation
+    if m:
+        comment = m.group(1).strip()
+        text = text[:m.start()]
+    text = normalise(text)
+    by_word = {w.lower(): name for name, ws in APPRAISAL_CRITERIA.items() for w in ws}
+    scores: dict[str, int] = {}
+    bad = []
+    for word, digits in _SCORE.findall(text):
+        name = by_word[word.lower()]
+        if 1 <= int(digits) <= 5:
+            scores[name] = int(digits)
+        else:
+            bad.append(f"{word}{digits}")
+    return AppraisalAnswer(tuple(scores.items()), comment, tuple(bad))
+
+
 def parse_reply_commands(new_text: str, subject: str, vocabulary: Vocabulary) -> list[Command]:
     """``parse_commands`` for callers that also hold the subject, which is deliberately not read."""
     del subject
@@ -102,6 +186,16 @@ def parse_reply_commands(new_text: str, subject: str, vocabulary: Vocabulary) ->
 # The same line shape on the text as written (full-width sign and colon allowed), so the argument
 # keeps the writer's own punctuation: "原因：驱动损坏" stays as typed.
 _RAW_LINE = re.compile(r"^\s*[#＃]\s*[^\s:：#＃]+\s*[:：]?\s*(.*?)\s*$")
+
+
+def raw_argument(new_text: str, command: Command) -> str:
+    """A command's argument as written (full-width punctuation kept), for text people read."""
+    lines = new_text.splitlines()
+    if 0 <= command.line < len(lines):
+        m = _RAW_LINE.match(lines[command.line])
+        if m:
+            return m.group(1)
+    return command.argument
 
 
 def text_without_commands(new_text: str) -> str:

@@ -28,9 +28,14 @@ _BRACKETED = re.compile(r"<([^<>]*)>")
 
 
 class Headers:
-    """Raw header values by lower-case name, in message order."""
+    """Raw header values by lower-case name, in message order.
 
-    def __init__(self, msg: Message) -> None:
+    ``hints`` are the charsets the mail declares (codec names, the body's first): the
+    evidence for reading raw 8-bit bytes in its headers (see ``charset.decode_8bit``).
+    """
+
+    def __init__(self, msg: Message, hints: tuple[str, ...] = ()) -> None:
+        self.hints = hints
         self._values: dict[str, list[str]] = {}
         for name, value in msg.raw_items():
             self._values.setdefault(str(name).strip().lower(), []).append(str(value))
@@ -45,12 +50,12 @@ class Headers:
     def text(self, name: str) -> str:
         """The first value of ``name`` as one decoded line ("" when absent)."""
         value = self.first(name)
-        return header_text(value) if value is not None else ""
+        return header_text(value, self.hints) if value is not None else ""
 
 
-def header_text(value: str) -> str:
+def header_text(value: str, hints: tuple[str, ...] = ()) -> str:
     """One line of text: raw 8-bit and RFC 2047 decoded, control characters made spaces."""
-    text = decode_encoded_words(decode_8bit(value))
+    text = decode_encoded_words(value, hints)
     text = _CONTROL.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
 
@@ -69,17 +74,48 @@ def unfold(value: str) -> str:
 STDLIB_STRICT = "strict" in inspect.signature(getaddresses).parameters
 
 
-def parse_addresses(values: list[str]) -> list[Address]:
+def parse_addresses(values: list[str], hints: tuple[str, ...] = ()) -> list[Address]:
     """The addresses of a header; none at all when the header is malformed in a way that
-    could make it name someone other than the writer meant (``strict_getaddresses``)."""
+    could make it name someone other than the writer meant (``strict_getaddresses``).
+
+    One exception to strictness names nobody else: a bare address as the display name
+    of the very same mailbox (``bob@x.test <bob@x.test>``, or a cut-off copy of it, as
+    some clients write when there is no name) is that mailbox.
+
+    A header nested deeper than the standard library's parser can follow raises
+    ``RecursionError``; callers read each header on its own so that one such header
+    costs nothing but itself.
+    """
     if not values:
         return []
-    texts = [_CONTROL.sub(" ", decode_8bit(v)) for v in values]
-    found = _to_addresses(address_pairs(texts))
+    texts = [_CONTROL.sub(" ", decode_8bit(v, hints)) for v in values]
+    found = _to_addresses(address_pairs(texts), hints)
     if not found and any("=?" in t for t in texts):
         # Some senders encode the whole "name <address>" as one encoded word.
-        found = _to_addresses(address_pairs([_CONTROL.sub(" ", decode_encoded_words(t)) for t in texts]))
+        found = _to_addresses(address_pairs([_CONTROL.sub(" ", decode_encoded_words(t, hints)) for t in texts]),
+                              hints)
+    if not found:
+        same = [_address_as_its_own_name(t) for t in texts]
+        if all(same):
+            found = [a for a in same if a]
     return found
+
+
+# ``bob@x.test <bob@x.test>``: an unquoted display name that is (a prefix of) the address itself.
+_ADDRESS_AS_NAME = re.compile(r"^\s*([^\s<>\"(),;:\\\[\]]+@[^\s<>\"(),;:\\\[\]]*)\s*<([^\s<>\"(),;:\\\[\]@]+@[^\s<>\"(),;:\\\[\]@]+)>\s*$")
+
+
+def _address_as_its_own_name(text: str) -> Address | None:
+    match = _ADDRESS_AS_NAME.match(text)
+    if match is None:
+        return None
+    name, email = match.group(1).lower(), match.group(2).lower()
+    # Only the same mailbox: "alice@a.test <eve@b.test>" stays unreadable (CVE-2023-27043), and so
+    # does a whole domain shown in front of a longer one ("alice@a.test <alice@a.test.evil.test>").
+    if len(name) < len(email) // 2 or not email.startswith(name) or len(email) > 320 \
+            or email[len(name):len(name) + 1] == ".":
+        return None
+    return Address(email, "")
 
 
 def stdlib_strict_getaddresses(values: list[str]) -> list[tuple[str, str]]:
@@ -145,8 +181,8 @@ def _comments_balance(text: str) -> bool:
     return depth == 0
 
 
-def first_address(values: list[str]) -> Address | None:
-    found = parse_addresses(values)
+def first_address(values: list[str], hints: tuple[str, ...] = ()) -> Address | None:
+    found = parse_addresses(values, hints)
     return found[0] if found else None
 
 
@@ -154,13 +190,13 @@ def first_address(values: list[str]) -> Address | None:
 address_pairs = stdlib_strict_getaddresses if STDLIB_STRICT else strict_getaddresses
 
 
-def _to_addresses(pairs: list[tuple[str, str]]) -> list[Address]:
+def _to_addresses(pairs: list[tuple[str, str]], hints: tuple[str, ...] = ()) -> list[Address]:
     found = []
     for name, email in pairs:
         email = email.strip().strip("<>").lower()
         if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
             continue
-        found.append(Address(email, header_text(name)))
+        found.append(Address(email, header_text(name, hints)))
     return found
 
 
@@ -222,14 +258,14 @@ _SECTION = re.compile(r"^(.+?)\*(\d{1,3})?(\*)?$")
 _ESCAPE = re.compile(r'\\([\\"])')
 
 
-def split_params(value: str) -> tuple[str, dict[str, str]]:
+def split_params(value: str, hints: tuple[str, ...] = ()) -> tuple[str, dict[str, str]]:
     """A MIME header's main value (lower case) and its parameters, RFC 2231 resolved.
 
     ``filename*=utf-8''%E7%BD%91.pdf`` and continuations (``name*0*=``,
     ``name*1*=``) are decoded with the charset rules of ``parsers.charset``;
     an extended parameter wins over a plain one of the same name.
     """
-    value = decode_8bit(value)
+    value = decode_8bit(value, hints)
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
     sections: dict[str, dict[int, tuple[bool, str]]] = {}
@@ -265,10 +301,10 @@ def _join_sections(parts: dict[int, tuple[bool, str]]) -> str:
     return decode_bytes(bytes(data), charset or None)[0]
 
 
-def mime_header(msg: Message, name: str) -> tuple[str, dict[str, str]]:
+def mime_header(msg: Message, name: str, hints: tuple[str, ...] = ()) -> tuple[str, dict[str, str]]:
     """``split_params`` of the part's own header ``name`` ("" and {} when absent)."""
     name = name.lower()
     for key, value in msg.raw_items():
         if str(key).lower() == name:
-            return split_params(str(value))
+            return split_params(str(value), hints)
     return "", {}

@@ -29,9 +29,9 @@ from email.policy import compat32
 import mailparser
 
 from maildesk.model import Address, InboundAttachment, InboundMail, SkippedAttachment
-from maildesk.parsers.charset import decode_bytes
+from maildesk.parsers.charset import codec_for, decode_bytes, guess_codec
 from maildesk.parsers.headers import (
-    Headers, first_address, header_text, message_id, message_ids, mime_header, parse_addresses, parse_date,
+    Headers, header_text, message_id, message_ids, mime_header, parse_addresses, parse_date,
     parse_return_path, unfold,
 )
 from maildesk.parsers.html import html_to_text
@@ -240,33 +240,126 @@ def _header_fields(raw: bytes, headers: Headers, defects: list[str]) -> dict:
     mid = message_id(headers.first("message-id"))
     if mid is None and headers.first("message-id") is not None:
         defects.append("Message-ID header holds no usable id")
-    senders = parse_addresses(headers.all("from"))
+    senders = _addresses(headers, "from", defects) or _mail_system(headers)
     # Several mailboxes in From (or several From lines) name no single author: nobody to believe.
     sender = senders[0] if len(senders) == 1 else None
     if len(senders) > 1:
         defects.append("From names more than one mailbox")
+    elif not senders and headers.first("from") is not None:
+        shown = " ".join(header_text(headers.first("from"), headers.hints).split())[:80]
+        defects.append(f"From names no valid mailbox: {shown!r}")
+    elif not senders:
+        head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+        if re.search(rb"^from:", head, re.IGNORECASE | re.MULTILINE):
+            # "quite Delivered-To: ..." above it: the parser (like every strict one) stops there.
+            defects.append("From header below a malformed header line, which ends the header block")
+        else:
+            defects.append("no From header")
+    reply_to = _addresses(headers, "reply-to", defects)
     return dict(
         key=delivery_key(mid, sender, raw),
         message_id=mid,
         sender=sender,
         subject=headers.text("subject"),
-        to=parse_addresses(headers.all("to")),
-        cc=parse_addresses(headers.all("cc")),
-        reply_to=first_address(headers.all("reply-to")),
+        to=_addresses(headers, "to", defects),
+        cc=_addresses(headers, "cc", defects),
+        reply_to=reply_to[0] if reply_to else None,
         date=parse_date(headers.first("date")),
         in_reply_to=message_ids(headers.all("in-reply-to")),
         references=message_ids(headers.all("references")),
         return_path=parse_return_path(headers.all("return-path")),
         auth_results=[unfold(v) for v in headers.all("authentication-results")],
         size=len(raw),
+        thread_index=headers.text("thread-index") or None,
     )
+
+
+def _addresses(headers: Headers, name: str, defects: list[str]) -> list[Address]:
+    """One address header, read on its own: a header too deeply nested to parse costs only itself."""
+    try:
+        return parse_addresses(headers.all(name), headers.hints)
+    except RecursionError:
+        defects.append(f"{name.title()} header nested too deeply to read; ignored")
+        return []
+
+
+# "MAILER-DAEMON", "Mail Delivery Subsystem <MAILER-DAEMON>", "MAILER-DAEMON <>", "<>": the mail
+# system itself, unqualified (sendmail and others leave the domain off their own reports).
+_MAIL_SYSTEM_FROM = re.compile(
+    r'^\s*(?:"?(?P<name>[^"<>]*?)"?\s*)?<?\s*(?P<local>mailer-daemon|postmaster|)\s*>?\s*(?:\([^()]*\))?\s*$',
+    re.IGNORECASE)
+_DAEMON_NAME = re.compile(r"^(mailer[- ]daemon|postmaster)$", re.IGNORECASE)
+
+
+def _mail_system(headers: Headers) -> list[Address]:
+    """The unqualified sender of a mail system's own report, as ``mailer-daemon``/``postmaster``.
+
+    Such a From names no mailbox anybody could reply to; routing treats the mail as a
+    report (``parsers.machine``) and never answers it.
+    """
+    values = headers.all("from")
+    if len(values) != 1:
+        return []
+    match = _MAIL_SYSTEM_FROM.match(header_text(values[0], headers.hints))
+    if match is None:
+        return []
+    name, local = (match.group("name") or "").strip(), match.group("local").lower()
+    if not local:
+        # "<>" or "MAILER-DAEMON <>": the null sender, written into From.
+        if "<" not in values[0] or (name and not _DAEMON_NAME.match(name) and "deliver" not in name.lower()):
+            return []
+        local = "mailer-daemon"
+    return [Address(local, name)]
+
+
+# Charsets that say nothing about raw bytes elsewhere in the mail.
+_NO_EVIDENCE = ("ascii", "utf-8", "utf_8")
+_WORD_CHARSET = re.compile(r"=\?([^?\s*]{1,40})[?*]")
+MAX_HINTS = 4
+
+
+def declared_charsets(msg: Message) -> tuple[str, ...]:
+    """The charsets the mail declares, as codecs: its text parts' first, then its encoded words'.
+
+    The evidence for reading its undeclared bytes: a Latin-1 mail's raw subject is Latin-1,
+    a KOI8-R mail's raw sender name is KOI8-R.
+    """
+    found: list[str] = []
+    stack, seen = [msg], 0
+    while stack and seen < 50 and len(found) < MAX_HINTS:
+        part = stack.pop()
+        seen += 1
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+            continue
+        charset = mime_header(part, "content-type")[1].get("charset")
+        codec = codec_for(charset) if charset else None
+        if codec and codec not in _NO_EVIDENCE:
+            found.append(codec)
+    for name, value in msg.raw_items():
+        if len(found) < MAX_HINTS and "=?" in str(value) and str(name).lower() in ("subject", "from", "to", "cc"):
+            for label in _WORD_CHARSET.findall(str(value)):
+                codec = codec_for(label)
+                if codec and codec not in _NO_EVIDENCE:
+                    found.append(codec)
+    if not found:
+        # Nothing declared: the raw 8-bit bytes of the headers are the evidence for the body
+        # (a KOI8-R subject, a KOI8-R body), pooled so that one guess speaks for both.
+        raw = b" ".join(str(value).encode("utf-8", "surrogateescape") for name, value in msg.raw_items()
+                        if str(name).lower() in ("subject", "from", "to"))
+        guessed = guess_codec(raw)
+        if guessed:
+            found.append(guessed)
+    return tuple(dict.fromkeys(found))[:MAX_HINTS]
 
 
 def _build(raw: bytes, msg: Message, parsed, defects: list[str], max_attachment_bytes: int,
            max_text_chars: int) -> InboundMail:
-    headers = Headers(msg)
+    hints = declared_charsets(msg)
+    headers = Headers(msg, hints)
     fields = _header_fields(raw, headers, defects)
-    body = _Body(max_attachment_bytes, max_text_chars)
+    body = _Body(max_attachment_bytes, max_text_chars, hints)
     body.walk(msg)
     text = body.text()
     defects += body.defects
@@ -296,12 +389,13 @@ def _finish(msg, headers, fields, text, html, attachments, skipped, defects) -> 
 def _headers_and_raw_text(raw: bytes, defects: list[str], max_text_chars: int) -> InboundMail:
     """The headers, and the body as text without taking its MIME parts apart."""
     msg = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
-    headers = Headers(msg)
+    charset = mime_header(msg, "content-type")[1].get("charset")
+    hints = tuple(c for c in [codec_for(charset)] if c and c not in _NO_EVIDENCE)
+    headers = Headers(msg, hints)
     fields = _header_fields(raw, headers, defects)
     payload = msg.get_payload()
     data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
-    charset = mime_header(msg, "content-type")[1].get("charset")
-    text = _NEWLINE.sub("\n", decode_bytes(data, charset)[0]).strip("\n")
+    text = _NEWLINE.sub("\n", decode_bytes(data, charset, hints)[0]).strip("\n")
     return _finish(msg, headers, fields, _cut(text, max_text_chars, defects), None, [], [], defects)
 
 
@@ -346,7 +440,8 @@ def _mailparser_header_defects(parsed) -> list[str]:
 class _Body:
     """Walks the MIME tree once: text and HTML parts, attachments, defects."""
 
-    def __init__(self, max_attachment_bytes: int, max_text_chars: int) -> None:
+    def __init__(self, max_attachment_bytes: int, max_text_chars: int, hints: tuple[str, ...] = ()) -> None:
+        self.hints = hints
         self.max_attachment_bytes = max_attachment_bytes
         self.max_html_chars = max(MIN_HTML_CHARS, max_text_chars * 10)
         self.plain: list[str] = []
@@ -381,9 +476,9 @@ class _Body:
                 self._leaf(part, content_type, part is root)
 
     def _leaf(self, part: Message, content_type: str, is_root: bool) -> None:
-        disposition, disposition_params = mime_header(part, "content-disposition")
-        params = mime_header(part, "content-type")[1]
-        filename = _filename(disposition_params, params)
+        disposition, disposition_params = mime_header(part, "content-disposition", self.hints)
+        params = mime_header(part, "content-type", self.hints)[1]
+        filename = _filename(disposition_params, params, self.hints)
         if content_type in ("text/plain", "text/html") and disposition != "attachment" \
                 and (not filename or is_root):
             self._text_part(part, content_type, params)
@@ -393,12 +488,13 @@ class _Body:
             self._attach(filename, content_type, _payload_bytes(part))
 
     def _message_part(self, part: Message, content_type: str) -> None:
-        filename = _filename(mime_header(part, "content-disposition")[1], mime_header(part, "content-type")[1])
+        filename = _filename(mime_header(part, "content-disposition", self.hints)[1],
+                             mime_header(part, "content-type", self.hints)[1], self.hints)
         if content_type in _RETURNED_MAIL:
             inner = part.get_payload()
             inner = inner[0] if isinstance(inner, list) and inner else inner
             if isinstance(inner, Message):
-                subject = Headers(inner).text("subject")
+                subject = Headers(inner, self.hints).text("subject")
                 self._attach(filename or f"{subject or 'message'}.eml", content_type, _message_bytes(inner))
                 return
         if content_type in _REPORT_PARTS and not filename:
@@ -406,7 +502,7 @@ class _Body:
         self._attach(filename, content_type, _payload_bytes(part))
 
     def _text_part(self, part: Message, content_type: str, params: dict[str, str]) -> None:
-        text, note = decode_bytes(_payload_bytes(part), params.get("charset"))
+        text, note = decode_bytes(_payload_bytes(part), params.get("charset"), self.hints)
         if note:
             self.defects.append(f"{content_type} part: {note}")
         if content_type == "text/html":
@@ -516,9 +612,9 @@ def _quoted(depth: int, text: str) -> str:
 
 # -- file names -----------------------------------------------------------------------------
 
-def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -> str:
+def _filename(disposition_params: dict[str, str], type_params: dict[str, str], hints: tuple[str, ...] = ()) -> str:
     name = disposition_params.get("filename") or type_params.get("name") or ""
-    return header_text(name) if name else ""
+    return header_text(name, hints) if name else ""
 
 
 def safe_filename(name: str, fallback: str) -> str:

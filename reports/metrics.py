@@ -93,6 +93,23 @@ class Policy:
     resolution_hours: float = 48
     technicians: tuple[tuple[str, str], ...] = ()  # (address, name)
     staff: frozenset[str] = frozenset()
+    # team.internal_domains: requests from colleagues, told apart from customers' in the report.
+    internal_domains: frozenset[str] = frozenset()
+
+    def origin(self, customer: str) -> str:
+        return "internal" if customer.rpartition("@")[2] in self.internal_domains else "external"
+
+
+@dataclass(frozen=True)
+class OriginFigures:
+    """The week's volume, times and ratings for one kind of requester (internal or external)."""
+
+    received: int
+    median_first_response_hours: float | None
+    median_resolution_hours: float | None
+    resolved: int
+    csat_average: float | None
+    csat_responses: int
 
 
 @dataclass
@@ -109,6 +126,9 @@ class TechnicianScore:
     warnings: int = 0
     commendation_notes: list[str] = field(default_factory=list)
     warning_notes: list[str] = field(default_factory=list)
+    # The level of each note above, in the same order ("reward", "written", ...).
+    commendation_levels: list[str] = field(default_factory=list)
+    warning_levels: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,19 @@ class OpenCase:
     age_days: float
     overdue: bool
     priority: str
+
+
+@dataclass(frozen=True)
+class Risk:
+    """A technical problem or risk reported on a ticket (``#risk``)."""
+
+    tag: str
+    subject: str
+    customer: str
+    at: datetime
+    reporter: str
+    text: str
+    stage: str  # the ticket's stage now
 
 
 @dataclass(frozen=True)
@@ -186,6 +219,9 @@ class WeeklyReport:
     technicians: list[TechnicianScore]
     stage_wait_hours: dict[str, float]
     tickets_of_week: list[Ticket]
+    risks: list[Risk] = field(default_factory=list)
+    # {"internal": ..., "external": ...} when team.internal_domains is configured, else empty.
+    by_origin: dict[str, OriginFigures] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -207,10 +243,15 @@ class WeeklyReport:
             "plans": [p.text for p in self.plans],
             "suggestions": [{"kind": s.kind, **s.params} for s in self.suggestions],
             "stage_wait_hours": {k: _round(v) for k, v in self.stage_wait_hours.items()},
+            "by_origin": {k: {name: _round(v) if isinstance(v, float) else v for name, v in vars(f).items()}
+                          for k, f in self.by_origin.items()},
+            "risks": [{"ticket": r.tag, "at": r.at.isoformat(), "by": r.reporter, "text": r.text, "stage": r.stage}
+                      for r in self.risks],
             "technicians": [
                 {"email": t.email, "name": t.name, "closed": t.closed, "resolved": t.resolved,
                  "on_time_rate": _round(t.on_time_rate), "average_rating": _round(t.average_rating),
-                 "reopened": t.reopened, "commendations": t.commendations, "warnings": t.warnings}
+                 "reopened": t.reopened, "commendations": t.commendations, "warnings": t.warnings,
+                 "commendation_levels": t.commendation_levels, "warning_levels": t.warning_levels}
                 for t in self.technicians
             ],
         }
@@ -414,7 +455,32 @@ def weekly_report(week: Week, tickets: Sequence[Ticket], records: Sequence[Staff
         tickets_of_week=sorted({t.number: t for t in received + closed_in_week}.values(), key=lambda t: t.number),
     )
     report.suggestions = _suggestions(report, week, tickets)
+    report.risks = risks_between(tickets, start, end)
+    if policy.internal_domains:
+        report.by_origin = _by_origin(received, resolutions, ratings, policy)
     return report
+
+
+def _by_origin(received, resolutions, ratings, policy: Policy) -> dict[str, OriginFigures]:
+    found = {}
+    for origin in ("internal", "external"):
+        mine = [t for t in received if policy.origin(t.customer) == origin]
+        responses = [_hours(t.created_at, e.at) for t in mine if (e := first_response(t, policy.staff))]
+        solved = [h for t, h, _ in resolutions if policy.origin(t.customer) == origin]
+        scores = [s for t, s in ratings if policy.origin(t.customer) == origin]
+        found[origin] = OriginFigures(
+            received=len(mine),
+            median_first_response_hours=statistics.median(responses) if responses else None,
+            median_resolution_hours=statistics.median(solved) if solved else None, resolved=len(solved),
+            csat_average=sum(scores) / len(scores) if scores else None, csat_responses=len(scores))
+    return found
+
+
+def risks_between(tickets: Iterable[Ticket], start: datetime, end: datetime) -> list[Risk]:
+    """Risks reported from ``start`` to ``end``, in the order they were reported."""
+    found = [Risk(t.tag, t.subject, t.customer, e.at, e.actor, e.detail, t.stage)
+             for t in tickets for e in t.events if e.kind == "risk" and start <= e.at < end]
+    return sorted(found, key=lambda r: r.at)
 
 
 def _trend(week: Week, tickets: Sequence[Ticket]) -> list[WeekCounts]:
@@ -478,9 +544,11 @@ def _scorecard(week: Week, tickets, records, policy: Policy, resolutions, rating
         if r.kind == "commend":
             s.commendations += 1
             s.commendation_notes.append(r.reason)
+            s.commendation_levels.append(r.level or "commendation")
         elif r.kind == "warn":
             s.warnings += 1
             s.warning_notes.append(r.reason)
+            s.warning_levels.append(r.level or "verbal")
     return list(scores.values())
 
 

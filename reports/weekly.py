@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from maildesk.daemon.config import Config
 from maildesk.model import Address, OutboundMail, OutboundPart
+from maildesk.reports.periods import desk_origin
 from maildesk.reports.metrics import Policy, Week, WeeklyReport, first_response, resolution_events, weekly_report
 from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
@@ -40,7 +41,8 @@ def policy_for(config: Config) -> Policy:
     staff = set(config.team.staff_addresses)
     return Policy(first_response_hours=config.procedure.first_response_hours,
                   resolution_hours=config.procedure.resolution_hours,
-                  technicians=tuple((t.email, t.name) for t in config.team.technicians), staff=frozenset(staff))
+                  technicians=tuple((t.email, t.name) for t in config.team.technicians), staff=frozenset(staff),
+                  internal_domains=frozenset(config.team.internal_domains))
 
 
 def build_report(store: TicketStore, config: Config, week: Week) -> WeeklyReport:
@@ -74,7 +76,7 @@ def render_report(report: WeeklyReport, config: Config, renderer: Renderer, *, l
     suggestions = [renderer.render("suggestion", lang, s=s, stage_names=stage_names).strip()
                    for s in report.suggestions]
     common = dict(r=report, period=period, late=late, mask=mask, names=names, stage_names=stage_names,
-                  suggestions=suggestions)
+                  suggestions=suggestions, levels=renderer.labels("record_levels", lang))
     # matplotlib loads in about half a second: only when a report is rendered, not at start-up.
     from maildesk.reports.charts import render_charts
 
@@ -161,6 +163,7 @@ class WeeklyReportJob:
     def run_due(self, now: datetime | None = None) -> str | None:
         """Queue the last complete week's report if it is due and not yet sent; returns its week."""
         now = now or datetime.now(timezone.utc)
+        desk_origin(self.store, now)  # remembered at the first start, whoever reads reports
         if not self.config.team.leadership:
             return None
         week = Week.last_complete(now, self.config.report.timezone)
@@ -170,6 +173,8 @@ class WeeklyReportJob:
                 return None
         if self.store.job_run(JOB, week.label):
             return None
+        if week.end <= desk_origin(self.store, now):
+            return None  # the desk did not exist yet that week: there is nothing to report, late or not
         late = now - self.due_at(week) > LATE_AFTER
         self.send(week, now, late=late)
         return week.label

@@ -172,9 +172,12 @@ def plan_from_doc(d: dict) -> PlanItem:
 
 def record_to_doc(r: StaffRecord) -> dict:
     return {"at": dt_out(r.at), "author": r.author, "kind": r.kind, "technician": r.technician,
-            "reason": r.reason, "ticket": r.ticket}
+            "reason": r.reason, "ticket": r.ticket, "level": r.level, "period": r.period,
+            "scores": [list(s) for s in r.scores]}
 
 
 def record_from_doc(d: dict) -> StaffRecord:
+    # Records written before levels and appraisals existed have none of the last three keys.
     return StaffRecord(at=dt_in(d["at"]), author=d["author"], kind=d["kind"], technician=d["technician"],
-                       reason=d["reason"], ticket=d.get("ticket"))
+                       reason=d["reason"], ticket=d.get("ticket"), level=d.get("level", ""),
+                       period=d.get("period", ""), scores=tuple((c, int(v)) for c, v in d.get("scores", ())))

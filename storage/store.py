@@ -5,15 +5,14 @@ which is what makes "store the effects of a mail, then mark it processed"
 one atomic step.  Lookups the hot path needs (Message-ID -> ticket, mail key
 -> processed, pending outbox) are kept as in-memory indexes rebuilt at open.
 
-A server database could replace this class for several daemons sharing one
-history: the daemon only uses the methods below.
+This is the TinyDB implementation of ``maildesk.storage.base.Store``; the
+PostgreSQL one (``storage/postgres.py``) keeps the same contract.
 """
 from __future__ import annotations
 
+import base64
 import logging
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tinydb.table import Document
 from maildesk.model import OutboundMail, PlanItem, StaffRecord, Ticket
 from maildesk.storage.archive import TicketArchive
 from maildesk.storage.attachments import AttachmentStore
+from maildesk.storage.base import ProcessedRecord, TagFormat
 from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, plan_from_doc,
                                     plan_to_doc, record_from_doc, record_to_doc, ticket_from_doc, ticket_to_doc)
 from maildesk.storage.journal import StoreError, open_database
@@ -32,19 +32,14 @@ log = logging.getLogger("maildesk.storage")
 _META_ID = 1
 
 
-@dataclass(frozen=True)
-class ProcessedRecord:
-    key: str
-    outcome: str  # ticket | follow-up | ignored | quarantined | bounce | ...
-    ticket: str | None
-    reason: str
-    at: datetime
+__all__ = ["ProcessedRecord", "TicketStore"]
 
 
-class TicketStore:
+class TicketStore(TagFormat):
     def __init__(self, path: Path, *, prefix: str = "TS", readonly: bool = False,
                  checkpoint_bytes: int | None = None) -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         self.prefix = prefix
         self.readonly = readonly
         self._lock = None
@@ -92,6 +87,11 @@ class TicketStore:
     def commit(self) -> None:
         self._storage.commit()
 
+    def delivery_log(self):
+        """The sender's log of accepted mail since the last commit, beside the store's files."""
+        from maildesk.storage.delivery_log import DeliveryLog
+        return DeliveryLog(self.path.with_name(self.path.name + ".sending"))
+
     def rollback(self) -> None:
         self._storage.rollback()
         self.db.clear_cache()
@@ -121,13 +121,6 @@ class TicketStore:
         return self._storage.read().get(table, {})
 
     # -- tickets ---------------------------------------------------------------------------
-    def format_tag(self, number: int) -> str:
-        return f"{self.prefix}-{number:06d}"
-
-    def parse_tag(self, tag: str) -> int | None:
-        m = re.fullmatch(rf"{re.escape(self.prefix)}-(\d{{1,9}})", tag.strip(), re.IGNORECASE)
-        return int(m.group(1)) if m else None
-
     def allocate_ticket_number(self) -> int:
         meta = self._meta.get(doc_id=_META_ID) or {}
         number = int(meta.get("next_ticket", 1))
@@ -139,10 +132,6 @@ class TicketStore:
         if doc is None:
             doc = self.archive.get(number)  # closed long ago: read from its month's file
         return None if doc is None else ticket_from_doc(doc)
-
-    def get_ticket_by_tag(self, tag: str) -> Ticket | None:
-        number = self.parse_tag(tag)
-        return None if number is None else self.get_ticket(number)
 
     def ticket_for_message_id(self, message_id: str) -> int | None:
         number = self._by_message_id.get(message_id)
@@ -367,3 +356,47 @@ class TicketStore:
     def outbox(self) -> Iterator[OutboundMail]:
         for doc in list(self._raw("outbox").values()):
             yield outbound_from_doc(doc)
+
+    # -- moving the whole store (storage/transfer.py) ----------------------------------------
+    def export_records(self) -> Iterator[tuple[str, dict]]:
+        meta = self._raw("meta").get(str(_META_ID)) or {}
+        yield "counters", {"name": "next_ticket", "value": int(meta.get("next_ticket", 1))}
+        hot = self._raw("tickets")
+        for doc in list(hot.values()):
+            yield "tickets", doc
+        for doc in self.archive.iter_docs():
+            if str(doc["number"]) not in hot:
+                yield "tickets", doc
+        # Queue order, so an imported outbox sends in the same order.
+        for doc in sorted(self._raw("outbox").values(), key=lambda d: (d["created_at"], self._outbox_ids[d["id"]])):
+            yield "outbox", doc
+        for name, table in (("processed", "processed"), ("attempts", "attempts"), ("acks", "acks"),
+                            ("plans", "plans"), ("staff_records", "staff_records"), ("jobs", "jobs")):
+            for doc in list(self._raw(table).values()):
+                yield name, doc
+        root = self.attachments.root
+        if root.is_dir():
+            for path in sorted(root.glob("??/*")):
+                if len(path.name) == 64:
+                    yield "attachments", {"sha256": path.name,
+                                          "data": base64.b64encode(path.read_bytes()).decode("ascii")}
+
+    def import_records(self, records: Iterable[tuple[str, dict]]) -> None:
+        """Add exported records (into an empty store); durable with the next commit."""
+        tables = {"processed": self._processed, "attempts": self._attempts, "acks": self._acks,
+                  "plans": self._plans, "staff_records": self._records, "jobs": self._jobs}
+        for table, doc in records:
+            if table == "counters":
+                if doc["name"] == "next_ticket":
+                    self._meta.upsert(Document({"next_ticket": int(doc["value"])}, doc_id=_META_ID))
+            elif table == "tickets":
+                self._tickets.upsert(Document(dict(doc), doc_id=int(doc["number"])))
+            elif table == "outbox":
+                self._outbox.insert(dict(doc))
+            elif table == "attachments":
+                self.attachments.put(base64.b64decode(doc["data"]))
+            elif table in tables:
+                tables[table].insert(dict(doc))
+            else:
+                raise StoreError(f"unknown table {table!r} in the import")
+        self._build_indexes()

@@ -39,6 +39,15 @@ def verified(raw: bytes, *, authserv_id: str = AUTHSERV_ID, result: str = "pass"
     return stamp.encode() + raw
 
 
+# Set (by tests/conftest.py) to a per-test PostgreSQL database when a test runs against that store.
+STORAGE_URL_ENV = "MAILDESK_TEST_STORAGE_URL"
+
+
+def _storage_lines() -> str:
+    url = os.environ.get(STORAGE_URL_ENV)
+    return f'url = "{url}"' if url else 'path = "var/helpdesk.json"'
+
+
 def write_config(directory: Path, *, imap_port: int, imap_user: str, imap_password: str,
                  smtp_port: int, extra: str = "", support: str = SUPPORT, leadership: tuple[str, ...] = (),
                  smtp_connections: int = 3, **tickets) -> Path:
@@ -71,7 +80,7 @@ retry_max_minutes = 0.02
 connections = {smtp_connections}
 
 [storage]
-path = "var/helpdesk.json"
+{_storage_lines()}
 
 [tickets]
 prefix = "TS"

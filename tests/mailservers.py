@@ -109,6 +109,44 @@ protocol imap {{
 """
 
 
+# Appended with lmtp=True; later settings override earlier ones in Dovecot's config.
+_LMTP_CONF = """\
+protocols = imap lmtp
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+service auth {{
+  unix_listener auth-mta {{
+    mode = 0666
+  }}
+}}
+"""
+
+
+# Appended with oauth2_introspection_url: SASL XOAUTH2 and OAUTHBEARER, tokens checked by the
+# oauth2 passdb against the issuer's introspection endpoint (RFC 7662, POST token=...).
+_OAUTH2_CONF = """\
+auth_mechanisms = plain login xoauth2 oauthbearer
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/dovecot-oauth2.conf.ext
+}}
+"""
+_OAUTH2_ARGS = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
+
+
 @dataclass
 class MailAccount:
     host: str
@@ -154,9 +192,21 @@ class Dovecot:
     """A private Dovecot IMAP server on 127.0.0.1."""
 
     host = "127.0.0.1"
+    # Appended to the generated config (later settings win): see DovecotLayout.
+    extra_conf = ""
 
-    def __init__(self, tls: bool = False) -> None:
+    def __init__(self, tls: bool = False, lmtp: bool = False, users: tuple[str, ...] = (),
+                 oauth2_introspection_url: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="maildesk-dovecot-"))
+        # With oauth2_introspection_url: XOAUTH2 and OAUTHBEARER besides passwords (tests/token_issuer.py).
+        self.oauth2_introspection_url = oauth2_introspection_url
+        # With lmtp=True: LMTP on lmtp_port and a SASL socket (auth_socket) for an MTA such
+        # as Postfix to deliver into and authenticate against (tests/postfix.py).
+        self.lmtp = lmtp
+        self.lmtp_port = 0
+        self.auth_socket = self.root / "run" / "auth-mta"
+        # Named accounts (e.g. a customer in another domain) beside the support pool: ``account()``.
+        self.users = users
         os.chmod(self.root, 0o755)
         self.port = 0
         # With tls=True: IMAPS on tls_port and STARTTLS on port, with a certificate for
@@ -181,8 +231,13 @@ class Dovecot:
             (self.root / sub).mkdir(exist_ok=True)
         os.chown(self.root / "mail", uid, gid)
         self._pool = [(f"support{i}@example.com", secrets.token_urlsafe(12)) for i in range(1, POOL_SIZE + 1)]
-        (self.root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self._pool))
+        self._named = {u: secrets.token_urlsafe(12) for u in self.users}
+        (self.root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n"
+                                                  for u, p in [*self._pool, *self._named.items()]))
         os.chmod(self.root / "passwd", 0o644)
+        if self.oauth2_introspection_url:
+            (self.root / "dovecot-oauth2.conf.ext").write_text(_OAUTH2_ARGS.format(url=self.oauth2_introspection_url))
+            os.chmod(self.root / "dovecot-oauth2.conf.ext", 0o644)
         last_error = ""
         ssl = "ssl = no"
         if self.tls:
@@ -192,8 +247,13 @@ class Dovecot:
         for _ in range(5):
             self.port = free_port()
             self.tls_port = free_port() if self.tls else 0
+            self.lmtp_port = free_port() if self.lmtp else 0
             (self.root / "dovecot.conf").write_text(_CONF.format(root=self.root, port=self.port, uid=uid, gid=gid,
-                                                                 ssl=ssl, tls_port=self.tls_port))
+                                                                 ssl=ssl, tls_port=self.tls_port)
+                                                    + (_LMTP_CONF.format(port=self.lmtp_port) if self.lmtp else "")
+                                                    + (_OAUTH2_CONF.format(root=self.root)
+                                                       if self.oauth2_introspection_url else "")
+                                                    + self.extra_conf)
             self._proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.monotonic() + timeout
@@ -234,6 +294,10 @@ class Dovecot:
             raise RuntimeError(f"all {POOL_SIZE} test mailboxes are in use; raise POOL_SIZE")
         username, password = self._pool.pop(0)
         return MailAccount(self.host, self.port, username, password)
+
+    def account(self, address: str) -> MailAccount:
+        """The named account ``address`` (one of ``users``)."""
+        return MailAccount(self.host, self.port, address, self._named[address])
 
     def stop(self, cleanup: bool = True) -> None:
         proc, self._proc = self._proc, None
@@ -292,6 +356,14 @@ class _SinkHandler:
     def __init__(self, sink: "SmtpSink") -> None:
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        # aiosmtpd reads commands one at a time from the stream, so pipelined ones are served in
+        # order; it just does not say so.  Postfix, Exim and Exchange all offer PIPELINING.
+        session.host_name = hostname
+        if self.sink.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if self.sink.refuse_recipients and address in self.sink.refuse_recipients:
             return "550 5.1.1 no such user"
@@ -329,14 +401,17 @@ class SmtpSink:
     host = "127.0.0.1"
 
     def __init__(self, tls_cert: tuple[Path, Path] | None = None, starttls: bool = False,
-                 smtputf8: bool = True) -> None:
+                 smtputf8: bool = True, pipelining: bool = True) -> None:
         """``tls_cert=(cert, key)``: implicit TLS (like port 465) with that certificate, or,
         with ``starttls=True``, plain text upgraded by STARTTLS (like port 587), required.
 
         ``smtputf8``: offer SMTPUTF8 (RFC 6531) in the EHLO answer, as aiosmtpd's Controller
         always did by default; ``False`` is a server that takes ASCII addresses only and
-        refuses ``MAIL FROM:<...> SMTPUTF8`` and non-ASCII addresses."""
+        refuses ``MAIL FROM:<...> SMTPUTF8`` and non-ASCII addresses.
+
+        ``pipelining``: offer PIPELINING (RFC 2920), as every production MTA does."""
         self.port = free_port()
+        self.pipelining = pipelining
         self.tls_cert = tls_cert
         self.starttls = starttls
         self.smtputf8 = smtputf8
@@ -388,3 +463,172 @@ class SmtpSink:
         found = self.messages()
         raise AssertionError(f"expected {count} messages, got {len(found)}: "
                              f"{[(m.rcpt_tos, m.message['Subject']) for m in found]}")
+
+
+# --- Other IMAP layouts (tests/test_imap_layouts.py) -------------------------------------------------
+# Each server class offers start(), stop(), add_user() -> MailAccount and folder(name), the server's
+# own name for a folder written with "/", spelt out here independently of daemon/layout.py.
+
+# Dovecot 2.3's post-login CAPABILITY, from which DovecotLayout removes what a test wants missing.
+_DOVECOT_CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS "
+    "THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS "
+    "LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS "
+    "BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE")
+
+
+class DovecotLayout(Dovecot):
+    """Dovecot laid out like other servers: another hierarchy delimiter, an ``INBOX.`` personal
+    namespace, a special-use Junk folder, or capabilities taken away (``imap_capability`` replaces
+    the advertised list; a well-behaved client then must not use what is missing)."""
+
+    def __init__(self, separator: str = "/", prefix: str = "", drop_capabilities: tuple[str, ...] = (),
+                 junk: bool = False) -> None:
+        super().__init__()
+        self.separator, self.prefix = separator, prefix
+        self.drop_capabilities = tuple(c.upper() for c in drop_capabilities)
+        self.junk = junk
+
+    @property
+    def extra_conf(self) -> str:
+        junk = ("  mailbox Junk {\n    special_use = \\Junk\n    auto = create\n  }\n" if self.junk else "")
+        conf = f"namespace inbox {{\n  separator = {self.separator}\n  prefix = {self.prefix}\n{junk}}}\n"
+        if self.drop_capabilities:
+            kept = [c for c in _DOVECOT_CAPABILITIES.split() if c.upper() not in self.drop_capabilities]
+            conf += f"imap_capability = {' '.join(kept)}\n"
+        return conf
+
+    def folder(self, name: str) -> str:
+        if name.upper() == "INBOX":
+            return "INBOX"
+        return self.prefix + name.replace("/", self.separator)
+
+
+class CyrusImap:
+    """A private Cyrus IMAP 3 (Debian's cyrus-imapd) on 127.0.0.1, run as the unprivileged ``cyrus`` user.
+
+    Laid out as Cyrus and Courier traditionally are: ``.`` delimiter and an ``INBOX.``
+    personal namespace (``altnamespace: no``, ``unixhierarchysep: no``).  Passwords are in a
+    private sasldb; a user's INBOX is created at first login (``autocreate_quota``).  Every
+    Cyrus program gets ``-C`` (master does not hand its own to the services).
+    """
+
+    host = "127.0.0.1"
+    bin_dir = Path("/usr/lib/cyrus/bin")
+    # cyrus-imapd conflicts with dovecot-imapd as a package, so scripts/install unpacks its imapd here.
+    imapd = Path("/usr/local/lib/maildesk-test/cyrus-imapd/usr/lib/cyrus/bin/imapd")
+    pool_size = 40
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="maildesk-cyrus-"))
+        os.chmod(self.root, 0o755)
+        self.port = 0
+        self._proc: subprocess.Popen | None = None
+        self._pool: list[tuple[str, str]] = []
+
+    def start(self, timeout: float = 15.0) -> "CyrusImap":
+        master = self.bin_dir / "master"
+        imapd = self.imapd if self.imapd.exists() else self.bin_dir / "imapd"
+        if not master.exists() or not imapd.exists():
+            raise RuntimeError("Cyrus IMAP is not installed: run `bash scripts/install`")
+        # Cyrus refuses to run as root: as root the tests run it as the package's "cyrus" user,
+        # otherwise as whoever runs them.
+        ids = (os.getuid(), os.getgid())
+        if os.getuid() == 0:
+            try:
+                entry = pwd.getpwnam("cyrus")
+            except KeyError:
+                raise RuntimeError("the cyrus user is missing: reinstall cyrus-common") from None
+            ids = (entry.pw_uid, entry.pw_gid)
+        for sub in ("config", "spool", "run", "sieve"):
+            (self.root / sub).mkdir(exist_ok=True)
+        self._pool = [(f"support{i}", secrets.token_urlsafe(12)) for i in range(1, self.pool_size + 1)]
+        sasldb = self.root / "sasldb2"
+        for user, password in self._pool:
+            # The SASL realm is the configured servername.
+            subprocess.run(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", "localhost", user],
+                           input=password.encode(),
+                           check=True, capture_output=True)
+        conf = self.root / "imapd.conf"
+        self.port = free_port()
+        conf.write_text(
+            f"configdirectory: {self.root}/config\npartition-default: {self.root}/spool\n"
+            f"sievedir: {self.root}/sieve\nadmins: cyrusadmin\nservername: localhost\n"
+            f"sasl_pwcheck_method: auxprop\nsasl_auxprop_plugin: sasldb\nsasl_sasldb_path: {sasldb}\n"
+            "sasl_mech_list: PLAIN LOGIN\nallowplaintext: yes\n"
+            "altnamespace: no\nunixhierarchysep: no\nautocreate_quota: 0\n"
+            f"idlesocket: {self.root}/run/idle\nnotifysocket: {self.root}/run/notify\n"
+            f"lmtpsocket: {self.root}/run/lmtp\nsyslog_prefix: maildesk-cyrus-{self.port}\n")
+        (self.root / "cyrus.conf").write_text(
+            f'START {{\n  recover cmd="ctl_cyrusdb -C {conf} -r"\n}}\n'
+            f'SERVICES {{\n  imap cmd="{imapd} -C {conf}" listen="127.0.0.1:{self.port}" prefork=0\n}}\n'
+            "EVENTS {\n}\nDAEMON {\n}\n")
+        for path in [self.root, *self.root.rglob("*")]:
+            os.chown(path, *ids)
+        # -D: stay in the foreground, so that stop() ends it by its own pid.
+        self._proc = subprocess.Popen([str(master), "-D", "-C", str(conf), "-M", str(self.root / "cyrus.conf"),
+                                       "-p", str(self.root / "run" / "master.pid")],
+                                      **({"user": ids[0], "group": ids[1]} if os.getuid() == 0 else {}),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as s:
+                    if s.recv(200).startswith(b"* OK"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        code = self._proc.poll()
+        self.stop()
+        # Cyrus logs only to syslog; its exit code is what is left (78: a config error).
+        raise RuntimeError(f"cyrus master did not start (exit code {code})")
+
+    def add_user(self) -> MailAccount:
+        if not self._pool:
+            raise RuntimeError(f"all {self.pool_size} Cyrus test mailboxes are in use; raise pool_size")
+        username, password = self._pool.pop(0)
+        return MailAccount(self.host, self.port, username, password)
+
+    def folder(self, name: str) -> str:
+        return "INBOX" if name.upper() == "INBOX" else "INBOX." + name.replace("/", ".")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # master ends its imapd children on SIGTERM
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PymapServer:
+    """pymap's in-memory backend (the demo's server): one instance per mailbox, ``/`` delimiter,
+    no NAMESPACE, no keywords in PERMANENTFLAGS."""
+
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self._instances: list = []
+
+    def start(self) -> "PymapServer":
+        return self
+
+    def add_user(self) -> MailAccount:
+        from maildesk.demo import DemoImapServer
+
+        username, password = "support@example.com", secrets.token_urlsafe(12)
+        server = DemoImapServer(username, password).start()
+        self._instances.append(server)
+        return MailAccount(server.host, server.port, username, password)
+
+    def folder(self, name: str) -> str:
+        return name
+
+    def stop(self) -> None:
+        while self._instances:
+            self._instances.pop().stop()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from maildesk.daemon.config import load_config
-from maildesk.storage.store import TicketStore
+from maildesk.storage.base import open_store
 
 from .desk import customer_mail, helpdesk, start_daemon, tickets, write_config
 
@@ -81,7 +81,7 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path, dovecot, mailbox,
     assert any(0 < left < MAILS for left in progress), progress
     assert kills >= 20, f"only {kills} kills: the test must interrupt dozens of times"
 
-    with TicketStore(load_config(config).storage_path, readonly=True) as store:
+    with open_store(load_config(config), readonly=True) as store:
         assert not store.pending_outbound()
         assert all(r.outcome == "ticket" for r in store.processed_records())
 
@@ -117,7 +117,7 @@ def test_a_mail_that_kills_the_daemon_is_quarantined_after_three_attempts(tmp_pa
     # Innocent neighbours were acknowledged exactly once, the poison never.
     to = sorted(r for m in smtp_sink.messages() for r in m.rcpt_tos)
     assert len(to) == 20 and len(set(to)) == 20 and "evil@cust.example" not in to
-    with TicketStore(load_config(config).storage_path, readonly=True) as store:
+    with open_store(load_config(config), readonly=True) as store:
         [record] = [r for r in store.processed_records() if r.outcome == "quarantined"]
     assert "stopped the daemon 3 times" in record.reason
     assert os.environ.get("MAILDESK_FAILPOINT") is None

@@ -43,7 +43,9 @@ def test_sigint_while_idle_exits_zero(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port)
     proc = start_daemon(config, password=mailbox.password, log_path=tmp_path / "daemon.log")
-    time.sleep(1.5)
+    # Once a mail has been answered the daemon is in its loop (a fixed sleep would race its start-up).
+    mailbox.deliver(customer_mail("idle@cust.example", "Before going idle", "one"))
+    smtp_sink.wait_for(1, timeout=60)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
 

@@ -10,7 +10,6 @@ import pytest
 from maildesk.daemon.config import SmtpConfig
 from maildesk.daemon.sender import OutboxSender, build_message
 from maildesk.model import Address, OutboundMail, Ticket
-from maildesk.storage.store import TicketStore
 
 NOW = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 
@@ -52,8 +51,8 @@ def test_customer_text_cannot_add_headers(subject, name):
 
 
 @pytest.fixture
-def store(tmp_path):
-    with TicketStore(tmp_path / "var" / "h.json") as s:
+def store(store_opener):
+    with store_opener() as s:
         s.save_ticket(Ticket(number=1, tag="TS-000001", subject="s", customer="c1@cust.example",
                              customer_name="", stage="received", language="zh", created_at=NOW, updated_at=NOW))
         s.commit()

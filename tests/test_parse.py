@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from datetime import datetime, timedelta, timezone
 from email.header import Header
 from email.message import EmailMessage
@@ -393,15 +392,13 @@ def test_plain_text_preferred_over_html_alternative():
     assert parsed.html == "<p>html version</p>"
 
 
-def test_long_single_line_bodies_are_linear_and_cut_with_a_note():
+def test_long_single_line_bodies_are_read_whole_and_cut_with_a_note():
+    # How long they take is measured by bench/hostile.py, not asserted here.
     line = "x" * 200_000
-    started = time.perf_counter()
     parsed = parse_mail(mail(body=line))
     html = parse_mail(mail(content_type="text/html", body="<p>" + "word " * 40_000 + "</p>"))
-    elapsed = time.perf_counter() - started
     assert parsed.text == line and parsed.defects == []
     assert html.text == ("word " * 40_000).strip()
-    assert elapsed < 1.0
     cut = parse_mail(mail(body="y" * 250_000))
     assert cut.text == "y" * 200_000
     assert any("cut to 200000" in d for d in cut.defects)
@@ -653,17 +650,20 @@ def test_html_to_text(html, expected):
     assert html_to_text(html) == expected
 
 
-@pytest.mark.parametrize("hostile", ["</" * 100_000, "<?" * 100_000, "<!" * 100_000, "<" * 200_000,
-                                     "<a href=x>y" * 20_000, "<!--" * 50_000, "&#" * 100_000])
-def test_html_to_text_is_linear_on_hostile_markup(hostile):
-    started = time.perf_counter()
-    html_to_text(hostile)
-    assert time.perf_counter() - started < 1.0
+@pytest.mark.parametrize("hostile, expected", [
+    ("</" * 100_000, "</" * 100_000), ("<" * 200_000, "<" * 200_000), ("<a href=x>y" * 20_000, None),
+    ("<!--" * 50_000, ""), ("&#" * 100_000, "&#" * 100_000), ("<?" * 100_000, None), ("<!" * 100_000, None)])
+def test_html_to_text_reads_hostile_markup_to_a_defined_text(hostile, expected):
+    # The cost of these inputs (and that it grows linearly) is measured by bench/hostile.py.
+    text = html_to_text(hostile)
+    assert isinstance(text, str) and len(text) <= len(hostile)
+    if expected is not None:
+        assert text == expected
 
 
 # -- hostile and broken input -------------------------------------------------------------
 
-def test_hostile_structures_stay_fast():
+def test_hostile_structures_keep_sender_and_text():
     cases = {
         "deep nesting": mail(content_type="multipart/mixed; boundary=b0", body=b"".join(
             b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1) for i in range(3000))
@@ -674,9 +674,7 @@ def test_hostile_structures_stay_fast():
             b"--b\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(3000)) + b"--b--\r\n"),
     }
     for name, raw in cases.items():
-        started = time.perf_counter()
-        parsed = parse_mail(raw)
-        assert time.perf_counter() - started < 2.0, name
+        parsed = parse_mail(raw)  # its cost is measured by bench/hostile.py
         assert parsed.sender == Address("customer@example.org", "Customer"), name
     assert parse_mail(cases["many encoded words"]).subject == "ab" * 30_000
     assert "deep text" in parse_mail(cases["deep nesting"]).text

@@ -1,4 +1,4 @@
-"""TicketStore and its journal: durability, damage, locking, file modes (no servers)."""
+"""The store contract (both stores), and the TinyDB store's journal: durability, damage, locking, file modes."""
 from __future__ import annotations
 
 import errno
@@ -36,13 +36,22 @@ def path(tmp_path):
     return tmp_path / "var" / "helpdesk.json"
 
 
-def test_committed_changes_survive_reopen_and_uncommitted_do_not(path):
-    with TicketStore(path) as store:
+@pytest.fixture
+def opener(store_opener):
+    return store_opener
+
+
+both_stores = pytest.mark.both_stores
+
+
+@both_stores
+def test_committed_changes_survive_reopen_and_uncommitted_do_not(opener):
+    with opener() as store:
         kept = make_ticket(store, "kept")
         store.record_processed("k1", "ticket", ticket=kept.tag, reason="", at=NOW)
         store.commit()
         make_ticket(store, "lost")  # never committed: as if the process died here
-    with TicketStore(path) as store:
+    with opener() as store:
         assert [t.subject for t in store.tickets()] == ["kept"]
         assert store.ticket_for_message_id("<m1@x.example>") == 1
         assert store.processed("k1").ticket == "TS-000001"
@@ -51,8 +60,9 @@ def test_committed_changes_survive_reopen_and_uncommitted_do_not(path):
         assert make_ticket(store).tag == "TS-000002"
 
 
-def test_rollback_restores_previous_state_and_indexes(path):
-    with TicketStore(path) as store:
+@both_stores
+def test_rollback_restores_previous_state_and_indexes(opener):
+    with opener() as store:
         first = make_ticket(store, "one")
         store.commit()
         first.subject = "changed"
@@ -147,12 +157,13 @@ def test_failed_write_keeps_the_previous_state(path, monkeypatch):
         assert sorted(t.subject for t in store.tickets()) == ["one", "three"]
 
 
-def test_second_writer_is_refused_with_a_clear_message(path):
-    with TicketStore(path):
-        with pytest.raises(StoreLocked, match="in use by another helpdesk process"):
-            TicketStore(path)
+@both_stores
+def test_second_writer_is_refused_with_a_clear_message(opener):
+    with opener():
+        with pytest.raises(StoreLocked, match="in use by another helpdesk"):
+            opener()
         # Readers (tickets list) do not need the lock.
-        with TicketStore(path, readonly=True) as reader:
+        with opener(readonly=True) as reader:
             assert reader.ticket_count() == 0
 
 
@@ -167,8 +178,9 @@ def test_files_are_private(path):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
-def test_outbox_pending_order_and_status(path):
-    with TicketStore(path) as store:
+@both_stores
+def test_outbox_pending_order_and_status(opener):
+    with opener() as store:
         for i in (3, 1, 2):
             store.enqueue(make_outbound(i))
         store.commit()
@@ -177,20 +189,21 @@ def test_outbox_pending_order_and_status(path):
         sent.status = "sent"
         store.update_outbound(sent)
         store.commit()
-    with TicketStore(path) as store:
+    with opener() as store:
         assert [m.id for m in store.pending_outbound()] == ["o1", "o3"]
         assert store.outbound_by_message_id("<ack.2@desk.example>").status == "sent"
 
 
-def test_attempts_and_ack_counts(path):
-    with TicketStore(path) as store:
+@both_stores
+def test_attempts_and_ack_counts(opener):
+    with opener() as store:
         assert store.record_attempt("raw") == 1
         assert store.record_attempt("raw") == 2
         store.record_ack("c@x.example", NOW - timedelta(hours=2))
         store.record_ack("c@x.example", NOW - timedelta(minutes=5))
         store.record_ack("c@x.example", NOW)
         store.commit()
-    with TicketStore(path) as store:
+    with opener() as store:
         assert store.attempts("raw") == 2
         assert store.acks_since("c@x.example", NOW - timedelta(hours=1)) == 2
         store.clear_attempts("raw")
@@ -198,8 +211,9 @@ def test_attempts_and_ack_counts(path):
         assert store.attempts("raw") == 0
 
 
-def test_prune_forgets_old_processed_keys_sent_mail_and_quiet_senders(path):
-    with TicketStore(path) as store:
+@both_stores
+def test_prune_forgets_old_processed_keys_sent_mail_and_quiet_senders(opener):
+    with opener() as store:
         store.record_processed("old", "ticket", ticket="TS-000001", reason="", at=NOW - timedelta(days=40))
         store.record_processed("new", "ticket", ticket="TS-000002", reason="", at=NOW - timedelta(days=2))
         for i, (status, age) in enumerate([("sent", 10), ("sent", 1), ("pending", 30), ("failed", 9)]):
@@ -211,7 +225,7 @@ def test_prune_forgets_old_processed_keys_sent_mail_and_quiet_senders(path):
         store.commit()
         assert store.prune(NOW) == {"processed": 1, "outbox": 2, "acks": 1}
         store.commit()
-    with TicketStore(path) as store:
+    with opener() as store:
         assert store.processed("old") is None and store.processed("new") is not None
         assert sorted(m.id for m in store.outbox()) == ["o1", "o2"]
         assert [m.id for m in store.pending_outbound()] == ["o2"]

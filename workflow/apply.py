@@ -7,6 +7,7 @@ mail that belongs to no ticket are directives or errors, never tickets);
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 
 from maildesk.model import InboundMail
@@ -16,11 +17,31 @@ from maildesk.workflow.procedure import (apply_customer_reply, apply_staff_reply
                                          record_forged_staff_mail, refuse_without_nda,
                                          reject_without_ticket)
 from maildesk.workflow.route import Route, TicketLookup, route_mail
+from maildesk.workflow.selfservice import SelfServiceRoute, read_view, wants_self_service
+from maildesk.workflow.selfservice import answer as answer_staff
+from maildesk.workflow.similar import SimilarCase, index_for
 
 STAFF_ROLES = ("technician", "supervisor", "leadership")
 
 
+@dataclass(frozen=True)
+class NewTicketRoute(Route):
+    """A new ticket, with the closed cases most like it (for the team's notification)."""
+
+    similar: tuple[SimilarCase, ...] = ()
+
+
 def decide(mail: InboundMail, lookup: TicketLookup, ctx: DeskContext) -> Route:
+    route = _decide(mail, lookup, ctx)
+    if route.kind == "new" and route.role == "customer":
+        index = index_for(lookup)
+        if index is not None and len(index):
+            found = index.query(f"{mail.subject}\n{mail.text}")
+            route = NewTicketRoute(**{f.name: getattr(route, f.name) for f in fields(Route)}, similar=tuple(found))
+    return route
+
+
+def _decide(mail: InboundMail, lookup: TicketLookup, ctx: DeskContext) -> Route:
     route = route_mail(mail, lookup, ctx.directory)
     if route.kind == "new" and route.role in STAFF_ROLES and has_commands(mail, ctx):
         route = Route("directive", route.role)
@@ -31,6 +52,9 @@ def decide(mail: InboundMail, lookup: TicketLookup, ctx: DeskContext) -> Route:
             # A staff address whose mail the receiving server did not vouch for: no command is obeyed.
             return Route("forged", "customer", ticket=route.ticket,
                          reason=f"staff address not authenticated: {verdict.detail}")
+    if route.kind == "directive" and wants_self_service(mail, ctx):
+        # Questions to the desk and appraisal answers read the store here; the answer is pure.
+        return SelfServiceRoute("self-service", route.role, view=read_view(mail, route.role, lookup, ctx))
     if route.kind == "staff-reply" and route.role == "technician" and \
             mail.sender.email not in ctx.directory.nda_signed:
         # Customer data is for technicians who signed the NDA: nothing of the ticket goes back.
@@ -49,12 +73,16 @@ def handle(mail: InboundMail, route: Route, ctx: DeskContext, *, number: int | N
     if route.kind == "new":
         if number is None or tag is None:
             raise ValueError("a new ticket needs a pre-allocated number and tag")
+        # Similar closed cases travel to the team's notification in the context.
+        ctx = replace(ctx, similar_cases=getattr(route, "similar", ()))
         return open_ticket(mail, number, tag, ctx, acks_last_hour=acks_last_hour, note=route.reason,
                            linked_to=route.linked_to)
     if route.kind == "follow-up":
         return apply_customer_reply(mail, route.ticket, ctx)
     if route.kind == "staff-reply":
         return apply_staff_reply(mail, route.ticket, route.role, ctx)
+    if route.kind == "self-service":
+        return answer_staff(mail, route, ctx)
     if route.kind == "directive":
         return reject_without_ticket(mail, route.role, ctx)
     if route.kind == "no-nda":

@@ -18,6 +18,7 @@ from maildesk.parsers.auth import customer_verdict
 from maildesk.parsers.commands import Vocabulary
 from maildesk.parsers.subject import clean_subject, tagged_subject
 from maildesk.templates import Renderer
+from maildesk.workflow.digest import DigestEntry, digest_entry
 from maildesk.workflow.route import Directory, Route
 
 
@@ -36,6 +37,13 @@ class DeskContext:
     reopen_days: float = 14
     require_authenticated_staff: bool = True
     authserv_id: str = ""
+    # Flood guard for the team (tickets.notify_digest_after; 0: never fold): past this many
+    # new-ticket notifications in 10 minutes (``team_notices_recent``, counted by the daemon)
+    # new tickets are listed in a digest instead.
+    notify_digest_after: int = 0
+    team_notices_recent: int = 0
+    # Closed cases like a new ticket (workflow/similar.py), listed in the team's notification.
+    similar_cases: tuple = ()
 
     def message_id(self, kind: str, tag: str | None) -> str:
         label = f"{kind}.{tag}" if tag else kind
@@ -53,6 +61,10 @@ class Effects:
     reason: str = ""
     plans: list[PlanItem] = field(default_factory=list)
     records: list[StaffRecord] = field(default_factory=list)
+    # The team got a notification of a new ticket (counted for the digest threshold) ...
+    team_noticed: bool = False
+    # ... or will find it in the digest.
+    digest: list[DigestEntry] = field(default_factory=list)
 
 
 # -- customer mail ----------------------------------------------------------------------
@@ -84,11 +96,12 @@ def open_ticket(mail: InboundMail, number: int, tag: str, ctx: DeskContext, *,
                                      subject=ack_subject, name="")
         else:
             ack_text = ctx.renderer.render("ack", ticket.language, customer_name=sender.name, tag=tag,
-                                           subject=subject, desk_name=ctx.desk.name, skipped=skipped)
+                                           subject=subject, desk_name=ctx.desk.name, skipped=skipped,
+                                           internal=ctx.directory.is_internal(sender.email))
             ack = _reply_to_customer(mail, ticket, ctx, kind="ack", text=ack_text, auto_submitted="auto-replied")
         effects.outbound.append(ack)
         effects.acked_sender = sender.email
-        effects.outbound.extend(_notify_staff(mail, ticket, ctx, "notify_new", unverified=forged))
+        _tell_team_of_new_ticket(mail, ticket, ctx, effects, unverified=forged)
     else:
         # A flood (or a loop) from one sender: the tickets are kept, but neither the sender nor
         # the team gets a mail for each; the team heard of the first ones.
@@ -208,6 +221,7 @@ def _notify_staff(mail: InboundMail, ticket: Ticket, ctx: DeskContext, key: str,
         stage=ctx.renderer.render("stage", lang, stage=ticket.stage).strip(),
         attachments=[a.filename for a in mail.attachments], skipped=_skipped_lines(mail, ctx, lang),
         unverified=unverified,
+        similar=ctx.similar_cases,
     )
     return [OutboundMail(
         id=ctx.new_id(), message_id=ctx.message_id("notify", ticket.tag), kind="notify", sender=ctx.desk,
@@ -215,6 +229,26 @@ def _notify_staff(mail: InboundMail, ticket: Ticket, ctx: DeskContext, key: str,
         subject=tagged_subject(ticket.tag, ticket.subject), text=text, created_at=ctx.now,
         ticket=ticket.tag, reply_to=ctx.desk.email, language=lang, auto_submitted="auto-generated",
     )]
+
+
+def _tell_team_of_new_ticket(mail: InboundMail, ticket: Ticket, ctx: DeskContext, effects: Effects, *,
+                             unverified: str = "") -> None:
+    """A notification of its own, or, in a flood of new tickets from many senders, a line in the digest.
+
+    (A flood from one sender is caught earlier, by the acknowledgement limit: those tickets are
+    neither acknowledged nor announced, as the team heard of that sender's first ones.)
+    """
+    if ctx.notify_digest_after and ctx.team_notices_recent >= ctx.notify_digest_after:
+        recipients = _staff_recipients(ticket, ctx, exclude=mail.sender.email)
+        if recipients:
+            effects.digest.append(digest_entry(ticket, mail.text, recipients, ctx, unverified=unverified))
+            ticket.events.append(Event(at=ctx.now, actor="desk", kind="notify-digest",
+                                       detail=f"more than {ctx.notify_digest_after} new tickets within 10 "
+                                              f"minutes; listed in the team's digest"))
+        return
+    notices = _notify_staff(mail, ticket, ctx, "notify_new", unverified=unverified)
+    effects.outbound.extend(notices)
+    effects.team_noticed = bool(notices)
 
 
 def _staff_recipients(ticket: Ticket, ctx: DeskContext, *, exclude: str) -> list[str]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from maildesk.model import Address, Event, InboundMail, OutboundMail, PlanItem, StaffRecord, Ticket
-from maildesk.parsers.commands import (SUPERVISOR_COMMANDS, Command, Vocabulary, parse_commands,
-                                       read_confirmation, read_feedback, text_without_commands)
+from maildesk.parsers.commands import (SELF_SERVICE_COMMANDS, SUPERVISOR_COMMANDS, Command, Vocabulary,
+                                       parse_commands, raw_argument, read_confirmation, read_feedback, split_level,
+                                       text_without_commands)
 from maildesk.parsers.own_text import lines_below_unproven_quotes, without_own_text
 from maildesk.parsers.reply import split_reply
 from maildesk.parsers.subject import tagged_subject
@@ -85,7 +86,8 @@ def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskCon
         _record_outbound(ticket, effects.outbound)
         return effects
 
-    internal_only = any(c.name == "note" for c in commands)
+    # A note and a risk report are for the team and leadership, never for the customer.
+    internal_only = any(c.name in ("note", "risk") for c in commands)
     moved_to: str | None = None
     for command in commands:
         name, arg = command.name, command.argument
@@ -113,9 +115,14 @@ def apply_staff_reply(mail: InboundMail, ticket: Ticket, role: str, ctx: DeskCon
             effects.plans.append(PlanItem(ctx.now, sender, arg or text, ticket.tag))
             ticket.events.append(Event(ctx.now, sender, "plan", ticket.stage, ticket.stage, arg or text))
         elif name in ("commend", "warn"):
-            who, why = _who_and_why(arg, ctx)
-            effects.records.append(StaffRecord(ctx.now, sender, name, who, why, ticket.tag))
-            ticket.events.append(Event(ctx.now, sender, name, ticket.stage, ticket.stage, f"{who}: {why}"))
+            who, level, why = _who_level_why(name, raw_argument(written, command), ctx)  # reason as written
+            effects.records.append(StaffRecord(ctx.now, sender, name, who, why, ticket.tag, level=level))
+            ticket.events.append(Event(ctx.now, sender, name, ticket.stage, ticket.stage,
+                                       f"{who} ({level}): {why}"))
+        elif name == "risk":
+            what = raw_argument(written, command) or text
+            ticket.events.append(Event(ctx.now, sender, "risk", ticket.stage, ticket.stage, what))
+            effects.outbound.extend(_risk_mails(ticket, sender, what, ctx))
     if not commands:
         ticket.events.append(Event(ctx.now, sender, "staff-reply", ticket.stage, ticket.stage))
 
@@ -149,6 +156,9 @@ def _check(commands: list[Command], ticket: Ticket, role: str, sender: str, text
         if c.name in SUPERVISOR_COMMANDS and role != "supervisor":
             problems.append(Problem("supervisor-only", c.keyword))
             continue
+        if c.name in SELF_SERVICE_COMMANDS or c.name == "appraise":
+            problems.append(Problem("new-mail", c.keyword))
+            continue
         if role == "technician" and sender not in ctx.directory.nda_signed:
             problems.append(Problem("no-nda", c.keyword))
             continue
@@ -165,11 +175,13 @@ def _check(commands: list[Command], ticket: Ticket, role: str, sender: str, text
         elif c.name == "priority" and c.argument.strip().lower() not in PRIORITIES:
             problems.append(Problem("priority-unknown", c.keyword, detail=c.argument))
         elif c.name in ("commend", "warn"):
-            who, why = _who_and_why(c.argument, ctx)
+            who, _level, why = _who_level_why(c.name, c.argument, ctx)
             if who is None:
                 problems.append(Problem("who-unknown", c.keyword, detail=c.argument))
             elif not why:
                 problems.append(Problem("why-missing", c.keyword, detail=who))
+        elif c.name == "risk" and not (c.argument.strip() or text.strip()):
+            problems.append(Problem("why-missing", c.keyword))
         elif c.name == "close":
             summary, lessons = _summary_and_lessons(text)
             if not summary or not lessons:
@@ -178,6 +190,10 @@ def _check(commands: list[Command], ticket: Ticket, role: str, sender: str, text
             problems.append(Problem("needs-text", c.keyword))
         if c.name in stages.MOVES:
             stage = stages.target_of(c.name)
+    # A risk report makes the whole mail internal: it cannot ride on a mail the customer must get.
+    risky = [c for c in commands if c.name == "risk"]
+    if risky and any(c.name in ("propose", "resolve", "close") for c in commands):
+        problems.append(Problem("risk-alone", risky[0].keyword))
     return problems
 
 
@@ -197,7 +213,43 @@ def _who_and_why(argument: str, ctx: DeskContext) -> tuple[str | None, str]:
     for address, name in sorted(ctx.directory.names, key=lambda n: -len(n[1])):
         if arg.lower().startswith(name.lower()):
             return address, arg[len(name):].strip(" ,，:：")
+    # "alice": the local part of an address, or a first name, when exactly one technician has it.
+    short = [address for address, name in ctx.directory.names
+             if first.lower() in (address.partition("@")[0], name.split()[0].lower() if name.split() else "")]
+    if len(short) == 1:
+        return short[0], rest.strip()
     return None, arg
+
+
+def _who_level_why(kind: str, argument: str, ctx: DeskContext) -> tuple[str | None, str, str]:
+    """Who, the level ("written" warning, "reward") and why: "#警告 Bob 书面警告 连续两次超时"."""
+    who, why = _who_and_why(argument, ctx)
+    level, why = split_level(kind, why)
+    return who, level, why
+
+
+def _risk_mails(ticket: Ticket, reporter: str, text: str, ctx: DeskContext) -> list[OutboundMail]:
+    """A risk goes to leadership at once (the supervisor when no leadership is configured), with
+    the ticket's summary, stage and age; the customer is masked, as everywhere leadership reads."""
+    from maildesk.reports.weekly import mask_address
+
+    d = ctx.directory
+    recipients = sorted(d.leadership) or ([d.supervisor] if d.supervisor else [])
+    if not recipients:
+        return []
+    lang = ctx.staff_language
+    age_hours = (ctx.now - ticket.created_at).total_seconds() / 3600
+    body = ctx.renderer.render(
+        "risk_alert", lang, tag=ticket.tag, subject=ticket.subject, customer=mask_address(ticket.customer),
+        stage=ctx.renderer.render("stage", lang, stage=ticket.stage).strip(), age_hours=age_hours,
+        assignee=d.name_of(ticket.assignee) if ticket.assignee else "", reporter=d.name_of(reporter),
+        text=text, summary=ticket.summary, priority=ticket.priority)
+    label = ctx.renderer.labels("subjects", lang)["risk"]
+    return [OutboundMail(
+        id=ctx.new_id(), message_id=ctx.message_id("risk", ticket.tag), kind="risk", sender=ctx.desk,
+        recipients=[r], to_header=[Address(r)], subject=f"{label} {tagged_subject(ticket.tag, ticket.subject)}",
+        text=body, created_at=ctx.now, ticket=ticket.tag, language=lang, auto_submitted="auto-generated")
+        for r in recipients]
 
 
 def _customer_mail_for(moved_to: str | None, text: str, mail: InboundMail, ticket: Ticket,
@@ -280,12 +332,14 @@ def apply_directive(mail: InboundMail, role: str, ctx: DeskContext) -> Effects:
     for c in commands:
         if c.name is None:
             problems.append(Problem("unknown", c.keyword, suggestion=ctx.vocabulary.suggest(c.keyword)))
+        elif c.name in SELF_SERVICE_COMMANDS or c.name == "appraise":
+            continue  # answered by workflow.selfservice, which calls this for the rest
         elif c.name not in SUPERVISOR_COMMANDS:
             problems.append(Problem("no-ticket", c.keyword))
         elif role != "supervisor":
             problems.append(Problem("supervisor-only", c.keyword))
         elif c.name in ("commend", "warn"):
-            who, why = _who_and_why(c.argument, ctx)
+            who, _level, why = _who_level_why(c.name, c.argument, ctx)
             if who is None:
                 problems.append(Problem("who-unknown", c.keyword, detail=c.argument))
             elif not why:
@@ -301,13 +355,13 @@ def apply_directive(mail: InboundMail, role: str, ctx: DeskContext) -> Effects:
     for c in commands:
         if c.name == "plan":
             effects.plans.append(PlanItem(ctx.now, sender, c.argument.strip()))
-            done.append(("plan", c.argument.strip(), None))
-        else:
-            who, why = _who_and_why(c.argument, ctx)
-            effects.records.append(StaffRecord(ctx.now, sender, c.name, who, why))
-            done.append((c.name, why, ctx.directory.name_of(who)))
+            done.append(("plan", c.argument.strip(), None, ""))
+        elif c.name in ("commend", "warn"):
+            who, level, why = _who_level_why(c.name, raw_argument(parts.new, c), ctx)  # reason as written
+            effects.records.append(StaffRecord(ctx.now, sender, c.name, who, why, level=level))
+            done.append((c.name, why, ctx.directory.name_of(who), level))
     lang = ctx.staff_language
-    text = ctx.renderer.render("directive_done", lang, done=done)
+    text = ctx.renderer.render("directive_done", lang, done=done, levels=ctx.renderer.labels("record_levels", lang))
     effects.outbound.append(OutboundMail(
         id=ctx.new_id(), message_id=ctx.message_id("directive", None), kind="directive", sender=ctx.desk,
         recipients=[sender], to_header=[mail.sender], subject=f"Re: {mail.subject}".strip(), text=text,

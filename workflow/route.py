@@ -15,9 +15,19 @@ from typing import Protocol
 
 from maildesk.model import InboundMail, OutboundMail, Ticket
 from maildesk.parsers.subject import find_tags
+from maildesk.parsers.thread_index import ticket_for
 
 _VALID_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 _MAILER_DAEMON = re.compile(r"^(mailer-daemon|postmaster)@", re.IGNORECASE)
+_UNQUALIFIED_DAEMON = re.compile(r"^(mailer-daemon|postmaster)(@[^.@]+)?$")  # no domain, or a bare host name
+
+
+def _no_sender_reason(mail: InboundMail) -> str:
+    """Why the mail names nobody to answer, in the words of the parser's finding when it has one."""
+    if mail.sender is not None:
+        return f"no usable sender address (From {mail.sender.email!r} has no valid domain)"
+    found = next((d for d in mail.defects if d.startswith(("From ", "no From"))), "")
+    return f"no usable sender address ({found})" if found else "no usable sender address (From)"
 
 
 def is_plain_address(address: str) -> bool:
@@ -45,6 +55,12 @@ class Directory:
     # Technicians who signed the NDA: only they may handle customer tickets.
     nda_signed: frozenset[str] = frozenset()
     names: tuple[tuple[str, str], ...] = ()  # (address, name) of every technician
+    # Domains of the company's own people (team.internal_domains): their requests are internal.
+    internal_domains: frozenset[str] = frozenset()
+
+    def is_internal(self, address: str) -> bool:
+        """A colleague (内部员工) rather than an external customer (外部客户)."""
+        return address.rpartition("@")[2] in self.internal_domains
 
     def name_of(self, address: str) -> str:
         return dict(self.names).get(address, address)
@@ -102,23 +118,27 @@ class Route:
 
 
 def route_mail(mail: InboundMail, lookup: TicketLookup, directory: Directory) -> Route:
+    if mail.machine == "bounce" and mail.sender is not None and _UNQUALIFIED_DAEMON.match(mail.sender.email):
+        # A mail system's report from a bare "MAILER-DAEMON": recorded only for mail the desk sent.
+        return _bounce_route(mail, lookup, directory)
     if mail.sender is None or not _VALID_ADDRESS.match(mail.sender.email):
-        return Route("quarantine", "unknown", reason="no usable sender address (From)")
+        return Route("quarantine", "unknown", reason=_no_sender_reason(mail))
     sender = mail.sender.email
     role = directory.role_of(sender)
     if role == "self":
         # Our own mail coming back (a list or a forward rule): answering it would loop.
         return Route("own", role, reason="sent by the support address itself")
 
-    if mail.machine == "bounce" or _MAILER_DAEMON.match(sender):
-        # Whatever the Return-Path says, mail from a mailer daemon is never answered.
+    if mail.machine == "bounce" or (_MAILER_DAEMON.match(sender) and mail.machine != "report"):
+        # Whatever the Return-Path says, mail from a mailer daemon is never answered.  Its reports
+        # that name no failure (a "still being retried" warning) are machine mail, not bounces.
         return _bounce_route(mail, lookup, directory)
 
-    candidates = _candidate_tickets(mail, lookup, directory.prefix)
+    candidates = _candidate_tickets(mail, lookup, directory.prefix, directory.support_address)
     is_staff = role in ("technician", "supervisor", "leadership")
     entitled = [t for t in candidates if t.customer == sender or is_staff]
 
-    if mail.machine in ("auto-reply", "bulk"):
+    if mail.machine:  # auto-reply, report, bulk
         # Kept on the customer's own ticket for the record; never answered.
         own = [t for t in candidates if t.customer == sender]
         return Route("machine", "machine", ticket=own[0] if own else None,
@@ -166,8 +186,10 @@ def _tag_number(tag: str, prefix: str) -> int | None:
     return numbers[0] if numbers else None
 
 
-def _candidate_tickets(mail: InboundMail, lookup: TicketLookup, prefix: str) -> list[Ticket]:
-    """Tickets the mail points at: threading headers first (nearest first), then subject tags."""
+def _candidate_tickets(mail: InboundMail, lookup: TicketLookup, prefix: str,
+                       support_address: str = "") -> list[Ticket]:
+    """Tickets the mail points at: threading headers first (nearest first), then subject tags,
+    then, as a last resort, Outlook's Thread-Index (a reply that kept nothing else)."""
     found: list[Ticket] = []
     numbers: list[int] = []
     for mid in mail.thread_ids:
@@ -176,6 +198,10 @@ def _candidate_tickets(mail: InboundMail, lookup: TicketLookup, prefix: str) -> 
             numbers.append(number)
     for number in find_tags(mail.subject, prefix):
         if number not in numbers:
+            numbers.append(number)
+    if not numbers and support_address:
+        number = ticket_for(mail.thread_index, support_address, prefix)
+        if number is not None:
             numbers.append(number)
     for number in numbers:
         ticket = lookup.get_ticket(number)

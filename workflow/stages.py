@@ -32,6 +32,7 @@ OTHERS: dict[str, frozenset[str]] = {
     "plan": frozenset(STAGES),
     "commend": frozenset(STAGES),
     "warn": frozenset(STAGES),
+    "risk": frozenset(STAGES),  # a risk can show up at any stage, even after closing
 }
 
 # Customer answers: (stage, answer) -> new stage

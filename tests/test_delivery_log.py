@@ -1,0 +1,107 @@
+"""Sent marks by delivery log, one store commit per batch; plain mails written without the email generator."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+from aiosmtplib.email import flatten_message
+from aiosmtplib.protocol import normalize_message_line_endings
+
+from maildesk.daemon.config import SmtpConfig
+from maildesk.daemon.sender import OutboxSender, build_message, plain_wire_bytes
+from maildesk.model import Address, OutboundMail
+from maildesk.storage.delivery_log import DeliveryLog
+from maildesk.storage.store import TicketStore
+
+NOW = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+
+
+def mail(i: int, **kw) -> OutboundMail:
+    fields = dict(id=f"m{i}", message_id=f"<ack.TS-{i:06d}.x{i}@example.com>", kind="ack",
+                  sender=Address("support@example.com", "IT Service Desk"), recipients=[f"c{i}@cust.example"],
+                  to_header=[Address(f"c{i}@cust.example", "Ann")], subject=f"[TS-{i:06d}] Printer jams",
+                  text="Hello,\nwe have your request.\n.\n", created_at=NOW, ticket=f"TS-{i:06d}")
+    fields.update(kw)
+    return OutboundMail(**fields)
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"subject": "[TS-000001] 打印机卡纸，" * 6, "to_header": [Address("c1@cust.example", "王小明")]},
+    {"references": [f"<ref{i}.{'a' * 30}@cust.example>" for i in range(10)], "in_reply_to": "<r@cust.example>",
+     "reply_to": "support@example.com", "text": "中文正文\r\n第二行"},
+])
+def test_plain_mail_bytes_are_exactly_what_the_email_generator_writes(changes):
+    message = build_message(mail(1, **changes))
+    assert plain_wire_bytes(message) == normalize_message_line_endings(flatten_message(message))
+
+
+def test_rich_mail_is_left_to_the_generator():
+    assert plain_wire_bytes(build_message(mail(1, html="<p>hi</p>"))) is None
+
+
+@pytest.mark.integration
+def test_marks_left_by_a_killed_desk_are_folded_in_and_only_the_uncertain_mail_is_sent_again(tmp_path, smtp_sink):
+    path = tmp_path / "store" / "helpdesk.json"
+    with TicketStore(path) as store:
+        for i in (1, 2, 3):
+            store.enqueue(mail(i))
+        store.commit()
+    # What a desk killed mid-round leaves behind: 1 accepted and logged, 2 on the wire, 3 not begun.
+    dead = DeliveryLog(path.with_name(path.name + ".sending"))
+    dead.sending("m1")
+    dead.sent("m1", NOW)
+    dead.sending("m2")
+    dead.close()
+
+    config = SmtpConfig(host=smtp_sink.host, port=smtp_sink.port, security="none",
+                        from_address="support@example.com", from_name="IT Service Desk")
+    with TicketStore(path) as store:
+        sender = OutboxSender(config, store, clock=lambda: NOW)
+        try:
+            assert store.outbound("m1").status == "sent" and store.outbound("m1").sent_at == NOW
+            assert sender.deliver_due() == (2, 0)
+        finally:
+            sender.close()
+        assert not store.pending_outbound()
+    assert sorted(r for m in smtp_sink.messages() for r in m.rcpt_tos) == ["c2@cust.example", "c3@cust.example"]
+    assert path.with_name(path.name + ".sending").read_bytes() == b"", "emptied once the store holds the marks"
+    with TicketStore(path, readonly=True) as store:
+        assert {m.id: m.status for m in store.outbox()} == {"m1": "sent", "m2": "sent", "m3": "sent"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_refusals_and_rejections_read_the_same_with_and_without_pipelining(tmp_path, pipelining):
+    from tests.mailservers import SmtpSink
+
+    sink = SmtpSink(pipelining=pipelining).start()
+    try:
+        sink.refuse_recipients = {"gone@cust.example", "c2@cust.example"}
+        config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
+                            from_name="IT Service Desk", timeout_seconds=5)
+        with TicketStore(tmp_path / "s.json") as store:
+            store.enqueue(mail(1, recipients=["c1@cust.example", "gone@cust.example"]))
+            store.enqueue(mail(2))
+            store.enqueue(mail(3))
+            store.commit()
+            sender = OutboxSender(config, store, clock=lambda: NOW)
+            try:
+                assert sender.deliver_due() == (2, 1)
+                sink.reject_with = "451 4.3.0 try again later"
+                store.enqueue(mail(4))
+                assert sender.deliver_due() == (0, 1)
+                sink.reject_with = "554 5.6.0 content refused"
+                store.update_outbound(replace(store.outbound("m4"), next_attempt_at=None))
+                assert sender.deliver_due() == (0, 1)
+            finally:
+                sender.close()
+            one, two, three, four = (store.outbound(f"m{i}") for i in (1, 2, 3, 4))
+            assert one.status == "sent" and "gone@cust.example: 550" in one.last_error
+            assert two.status == "failed" and "c2@cust.example: 550" in two.last_error
+            assert three.status == "sent"
+            assert four.status == "failed" and four.last_error.startswith("554") and four.attempts == 2
+        assert [m.rcpt_tos for m in sink.messages()] == [["c1@cust.example"], ["c3@cust.example"]]
+    finally:
+        sink.stop()
