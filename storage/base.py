@@ -39,6 +39,16 @@ class ProcessedRecord:
     at: datetime
 
 
+@dataclass(frozen=True)
+class ClosedCase:
+    """What the similar-case index needs of a closed ticket, and nothing more (never its messages)."""
+
+    tag: str
+    subject: str
+    summary: str
+    lessons: str
+
+
 # The tables an export holds, in the order they are written and read back.
 EXPORT_TABLES = ("counters", "tickets", "outbox", "processed", "attempts", "acks", "plans", "staff_records",
                  "jobs", "attachments")
@@ -82,6 +92,8 @@ class Store(Protocol):
     def save_ticket(self, ticket: Ticket) -> None: ...
     def tickets(self, *, with_messages: bool = True, active_since: datetime | None = None) -> Iterator[Ticket]: ...
     def open_tickets(self, *, with_messages: bool = True) -> Iterator[Ticket]: ...
+    # Closed tickets with a summary or lessons, by number: read without building whole tickets.
+    def closed_cases(self) -> Iterator[ClosedCase]: ...
     def ticket_count(self) -> int: ...
     def archive_closed(self, before: datetime) -> int: ...
     def checkpoint(self) -> None: ...

@@ -43,7 +43,7 @@ import psycopg
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from maildesk.model import OutboundMail, PlanItem, StaffRecord, Ticket
-from maildesk.storage.base import ProcessedRecord, TagFormat
+from maildesk.storage.base import ClosedCase, ProcessedRecord, TagFormat
 from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, plan_from_doc, plan_to_doc,
                                     record_from_doc, record_to_doc, ticket_from_doc, ticket_to_doc)
 from maildesk.storage.journal import StoreError
@@ -483,6 +483,14 @@ class PostgresStore(TagFormat):
     def open_tickets(self, *, with_messages: bool = True) -> Iterator[Ticket]:
         for doc in self._ticket_docs("WHERE stage <> 'closed'", with_messages=with_messages):
             yield ticket_from_doc(doc, with_messages=with_messages)
+
+    def closed_cases(self) -> Iterator[ClosedCase]:
+        # Four short fields per case: the documents (messages, events) never leave the server.
+        rows = self._read("SELECT tag, subject, coalesce(doc->>'summary', ''), coalesce(doc->>'lessons', '') "
+                          "FROM tickets WHERE stage = 'closed' AND (coalesce(doc->>'summary', '') <> '' "
+                          "OR coalesce(doc->>'lessons', '') <> '') ORDER BY number")
+        for tag, subject, summary, lessons in rows:
+            yield ClosedCase(tag, subject, summary, lessons)
 
     def ticket_count(self) -> int:
         return self._read("SELECT count(*) FROM tickets").fetchone()[0]

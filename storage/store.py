@@ -11,6 +11,7 @@ PostgreSQL one (``storage/postgres.py``) keeps the same contract.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from tinydb.table import Document
 from maildesk.model import OutboundMail, PlanItem, StaffRecord, Ticket
 from maildesk.storage.archive import TicketArchive
 from maildesk.storage.attachments import AttachmentStore
-from maildesk.storage.base import ProcessedRecord, TagFormat
+from maildesk.storage.base import ClosedCase, ProcessedRecord, TagFormat
 from maildesk.storage.codec import (dt_in, dt_out, outbound_from_doc, outbound_to_doc, plan_from_doc,
                                     plan_to_doc, record_from_doc, record_to_doc, ticket_from_doc, ticket_to_doc)
 from maildesk.storage.journal import StoreError, open_database
@@ -163,6 +164,17 @@ class TicketStore(TagFormat):
         for doc in self.archive.iter_docs(months_from=since[:7] if since else None):
             if str(doc["number"]) not in hot and not idle(doc):
                 yield ticket_from_doc(doc, with_messages=with_messages)
+
+    def closed_cases(self) -> Iterator[ClosedCase]:
+        """Closed tickets with a summary or lessons, by number, read from the stored documents."""
+        hot = self._raw("tickets")
+        archived = (d for d in self.archive.iter_docs() if str(d["number"]) not in hot)
+        # Only the four fields are kept while sorting, never a whole archived document.
+        cases = sorted((d["number"], ClosedCase(d["tag"], d["subject"], d.get("summary", ""), d.get("lessons", "")))
+                       for d in itertools.chain(list(hot.values()), archived)
+                       if d["stage"] == "closed" and (d.get("summary") or d.get("lessons")))
+        for _, case in cases:
+            yield case
 
     def ticket_count(self) -> int:
         hot = self._raw("tickets")

@@ -10,6 +10,7 @@ import pytest
 from maildesk.model import Ticket
 from maildesk.parsers.commands import read_appraisal, split_level
 from maildesk.reports.periods import Period, desk_origin, first_working_day
+from maildesk.storage.base import ClosedCase
 
 from .test_procedure import CUSTOMER, Desk, sent_to
 
@@ -47,6 +48,11 @@ def _with_tickets_iter(desk):
 
         def tickets(self, *, with_messages=True, active_since=None):
             return list(desk.tickets.values())
+
+        def closed_cases(self):
+            return [ClosedCase(t.tag, t.subject, t.summary, t.lessons)
+                    for t in sorted(desk.tickets.values(), key=lambda t: t.number)
+                    if t.stage == "closed" and (t.summary or t.lessons)]
     return Proxy()
 
 

@@ -290,3 +290,23 @@ def test_a_crash_between_archiving_and_commit_keeps_the_ticket_once(path):
         store.commit()
     with TicketStore(path) as store:
         assert [t.number for t in store.tickets()] == [old.number]
+
+
+@both_stores
+def test_closed_cases_give_the_similar_case_index_four_fields_in_number_order(opener):
+    with opener() as store:
+        first = closed_ticket(store, "VPN drops", NOW - timedelta(days=100), "<vpn@x.example>")
+        first.summary, first.lessons = "Replaced the profile.", "Keep a spare profile."
+        store.save_ticket(first)
+        closed_ticket(store, "no lessons written", NOW - timedelta(days=3), "<bare@x.example>")
+        make_ticket(store, "still open", mid="<open@x.example>")
+        later = closed_ticket(store, "打印机卡纸", NOW - timedelta(days=2), "<printer@x.example>")
+        later.summary, later.lessons = "更换了搓纸轮。", "备件放在每层。"
+        store.save_ticket(later)
+        store.commit()
+        store.archive_closed(NOW - timedelta(days=70))  # a no-op where closed tickets stay in their table
+        store.commit()
+    with opener() as store:
+        assert [tuple(vars(c).values()) for c in store.closed_cases()] == [
+            (first.tag, "VPN drops", "Replaced the profile.", "Keep a spare profile."),
+            (later.tag, "打印机卡纸", "更换了搓纸轮。", "备件放在每层。")]

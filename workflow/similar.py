@@ -199,14 +199,6 @@ class CaseIndex:
         np = _numpy()
         self._size_array = np.asarray(self._sizes, dtype=np.float64)
 
-    @classmethod
-    def of(cls, tickets: Iterable[Ticket]) -> "CaseIndex":
-        index = cls()
-        for t in sorted((t for t in tickets if t.stage == "closed"), key=lambda t: t.number):
-            index.add_ticket(t)
-        index.freeze()
-        return index
-
 
 # -- one index per store, for the daemon's life ---------------------------------------------------
 
@@ -215,14 +207,17 @@ _INDEXES: "weakref.WeakKeyDictionary[object, CaseIndex]" = weakref.WeakKeyDictio
 
 def index_for(store) -> CaseIndex | None:
     """The store's case index, built at its first use; None for a lookup that lists no tickets."""
-    if not hasattr(store, "tickets") or not callable(store.tickets):
+    if not callable(getattr(store, "closed_cases", None)):
         return None
     try:
         found = _INDEXES.get(store)
     except TypeError:  # not weak-referenceable
         return None
     if found is None:
-        found = CaseIndex.of(store.tickets(with_messages=False))
+        found = CaseIndex()
+        for case in store.closed_cases():  # four fields per case, never whole tickets
+            found.add(case.tag, case.subject, case.summary, case.lessons)
+        found.freeze()
         _INDEXES[store] = found
     return found
 
