@@ -225,11 +225,17 @@ class AppraisalJob:
         for p in (period.previous(), period):
             if self.store.job_run(JOB, p.label) and not self.store.job_run(SUMMARY_JOB, p.label) and \
                     self.config.team.leadership:
-                appraisals = self.build(p, now)
-                if all(a.complete for a in appraisals) or now >= self.due_at(p.next()):
-                    self.send_summary(p, appraisals, now)
+                # Whether every technician is scored needs only the staff records: the ticket
+                # figures (a scan of the period's tickets) are built once the summary is going out.
+                if now >= self.due_at(p.next()) or self.fully_scored(p):
+                    self.send_summary(p, self.build(p, now), now)
                     queued.append(f"{SUMMARY_JOB} {p.label}")
         return queued
+
+    def fully_scored(self, period: Period) -> bool:
+        answers = [r for r in self.store.staff_records() if r.kind == "appraisal" and r.period == period.label]
+        return all(all(c in merged_scores(answers, email)[0] for c in CRITERIA)
+                   for email, _ in policy_for(self.config).technicians)
 
     def _labels(self, lang: str) -> dict[str, str]:
         return self.renderer.labels("record_levels", lang)
