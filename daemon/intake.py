@@ -200,11 +200,20 @@ class IntakeRunner:
         result.moved += len(to_processed)
         result.quarantined += len(to_quarantine)
 
+    def _processed_under_old_key(self, mail):
+        """A mail whose effects were committed under the key of earlier versions (its bare
+        Message-ID) but which had not yet left the inbox when the desk was upgraded.  Keys of
+        that shape are never written any more and are pruned with the rest after 30 days, so
+        this only bridges the mails in flight at the upgrade."""
+        if not mail.message_id or "|" not in mail.key:
+            return None
+        return self.store.processed(mail.message_id[1:-1])
+
     def _handle_one(self, fetched: Fetched, raw_key: str) -> str:
         started = time.perf_counter()
         mail = parse_mail(fetched.data, max_attachment_bytes=self.config.tickets.max_attachment_bytes)
         failpoints.on_mail(mail.subject)
-        done = self.store.processed(mail.key)
+        done = self.store.processed(mail.key) or self._processed_under_old_key(mail)
         if done is not None:
             self.store.clear_attempts(raw_key)
             log.info("mail %s already handled (%s %s); moving it out of the inbox", mail.key,

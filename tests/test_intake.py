@@ -1,6 +1,7 @@
 """The spine end to end: real Dovecot in, real aiosmtpd out, the real daemon in between."""
 from __future__ import annotations
 
+import email
 from datetime import datetime, timezone
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from maildesk.daemon.app import Desk
 from maildesk.daemon.config import load_config
 from maildesk.model import Address, OutboundMail, Ticket
+from maildesk.storage.base import open_store
 from maildesk.storage.store import TicketStore
 
 from .desk import CORPUS, SUPPORT, customer_mail, helpdesk, ticket, tickets, verified, write_config
@@ -274,3 +276,21 @@ def test_unusable_config_and_server_give_one_line_and_non_zero(tmp_path, dovecot
     proc = helpdesk(wrong, "once", password="wrong-password", check=False)
     assert proc.returncode == 4 and "login" in proc.stderr and proc.stderr.count("\n") == 1
     assert "wrong-password" not in proc.stderr
+
+
+def test_a_mail_committed_under_the_old_key_before_an_upgrade_is_not_handled_twice(desk_config, mailbox, smtp_sink):
+    # Earlier versions keyed processed mail by the bare Message-ID; a mail committed that way but still
+    # in the inbox when the desk was upgraded only leaves the inbox now.
+    raw = customer_mail("early@cust.example", "Handled before the upgrade", "The printer jams.")
+    mid = email.message_from_bytes(raw)["Message-ID"].strip()
+    with open_store(load_config(desk_config)) as store:
+        store.record_processed(mid[1:-1], "ticket", ticket="TS-000001", reason="", at=datetime.now(timezone.utc))
+        store.commit()
+    mailbox.deliver(raw)
+    summary = run_once(desk_config)
+    assert mailbox.count("INBOX") == 0 and summary.outcomes.get("duplicate") == 1
+    assert tickets(desk_config, password=mailbox.password) == [] and smtp_sink.messages() == []
+    # A different mail reusing nothing of it is handled as usual.
+    mailbox.deliver(customer_mail("later@cust.example", "After the upgrade", "The scanner is down."))
+    run_once(desk_config)
+    assert [t["subject"] for t in tickets(desk_config, password=mailbox.password)] == ["After the upgrade"]
