@@ -134,6 +134,13 @@ def start_daemon(config: Path, *, password: str, log_path: Path) -> subprocess.P
                                 stdout=log, stderr=log, env=env_for(password), cwd=REPO)
 
 
+def stop_if_running(proc: subprocess.Popen) -> None:
+    """Kill a daemon that a failing test left running (how it exits by itself is the test's business)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def tickets(config: Path, *, password: str) -> list[dict]:
     return json.loads(helpdesk(config, "tickets", "list", "--json", password=password).stdout)
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .desk import customer_mail, start_daemon, tickets, write_config
+from .desk import customer_mail, start_daemon, stop_if_running, tickets, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +32,7 @@ def test_run_acknowledges_new_mail_while_idle_and_stops_cleanly_on_sigterm(tmp_p
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_if_running(proc)
     text = log.read_text()
     assert "signal SIGTERM" in text and "stopped" in text
     assert len(tickets(config, password=mailbox.password)) == 3
@@ -68,8 +67,7 @@ def test_imap_server_restart_is_survived_with_one_log_line_and_no_secret_logged(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_if_running(proc)
     text = log.read_text()
     assert text.count("IMAP connection lost") == 1, text
     assert "reachable again" in text

@@ -23,7 +23,8 @@ from maildesk.daemon.layout import (
     waiting_for,
 )
 
-from .desk import REPO, customer_mail, env_for, helpdesk, start_daemon, ticket, tickets, write_config
+from .desk import (REPO, customer_mail, env_for, helpdesk, start_daemon, stop_if_running, ticket, tickets,
+                   write_config)
 from .mailservers import CyrusImap, DovecotLayout, PymapServer
 
 DEFAULTS = dict(folder="INBOX", processed_folder="Helpdesk/Processed", quarantine_folder="Helpdesk/Quarantine",
@@ -354,8 +355,7 @@ def test_the_daemon_picks_up_new_mail_by_idle_or_by_polling(server, account, des
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_if_running(proc)
     assert sorted(t["customer"] for t in tickets(desk_config, password=account.password)) == [
         "later0@cust.example", "later1@cust.example"]
     assert undeleted(account) == 0

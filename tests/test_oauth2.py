@@ -24,8 +24,8 @@ from maildesk.daemon.config import ConfigError, load_config
 from maildesk.daemon.credentials import (CredentialsRefused, OAuth2Settings, Token, TokenSource,
                                          provider_defaults, sasl_initial_response)
 
-from .desk import REPO, customer_mail, env_for, start_daemon, tickets, write_config
-from .mailservers import Dovecot
+from .desk import REPO, customer_mail, env_for, start_daemon, stop_if_running, tickets, write_config
+from .mailservers import Dovecot, MailAccount
 from .token_issuer import CLIENT_ID, CLIENT_SECRET, OAuthSmtpSink, TokenIssuer
 
 OUTLOOK = "https://outlook.office365.com"
@@ -244,6 +244,14 @@ def signed_in(config: Path, issuer: TokenIssuer, username: str) -> None:
     os.chmod(path, 0o600)
 
 
+def signed_in_desk(tmp_path, server: Dovecot, sink, issuer: TokenIssuer, **options) -> tuple[MailAccount, Path]:
+    """A new mailbox on ``server`` and a desk configured for it by OAuth2, already signed in."""
+    mailbox = server.add_user()
+    config = oauth_config(tmp_path, mailbox, sink, issuer, **options)
+    signed_in(config, issuer, mailbox.username)
+    return mailbox, config
+
+
 def run_cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = env_for("not-used")
     env["TEST_OAUTH_SECRET"] = CLIENT_SECRET
@@ -271,9 +279,7 @@ def dovecot_logins(server: Dovecot, username: str) -> list[str]:
                                                  ("oauthbearer", "OAUTHBEARER")])
 def test_the_desk_logs_in_to_imap_and_smtp_with_a_token(tmp_path, issuer, oauth_dovecot, sink, mechanism,
                                                         expected):
-    mailbox = oauth_dovecot.add_user()
-    config = oauth_config(tmp_path, mailbox, sink, issuer, mechanism=mechanism)
-    signed_in(config, issuer, mailbox.username)
+    mailbox, config = signed_in_desk(tmp_path, oauth_dovecot, sink, issuer, mechanism=mechanism)
     mailbox.deliver(customer_mail("wang@cust.test", "Printer jam", "The printer on floor 3 jams."))
     proc = run_cli(config, "once")
     assert [t["subject"] for t in tickets(config, password="x")] == ["Printer jam"]
@@ -304,9 +310,7 @@ def test_app_only_access_with_client_credentials(tmp_path, issuer, oauth_dovecot
 @pytest.mark.integration
 def test_mail_keeps_flowing_while_tokens_expire_during_a_long_run(tmp_path, issuer, oauth_dovecot, sink):
     issuer.access_lifetime = 3.0
-    mailbox = oauth_dovecot.add_user()
-    config = oauth_config(tmp_path, mailbox, sink, issuer)
-    signed_in(config, issuer, mailbox.username)
+    mailbox, config = signed_in_desk(tmp_path, oauth_dovecot, sink, issuer)
     refreshes_before = issuer.refresh_count()
     log = tmp_path / "daemon.log"
     proc = start_daemon(config, password="x", log_path=log)
@@ -340,9 +344,7 @@ def test_mail_keeps_flowing_while_tokens_expire_during_a_long_run(tmp_path, issu
 
 @pytest.mark.integration
 def test_a_token_the_server_refuses_is_renewed_once_and_the_login_retried(tmp_path, issuer, oauth_dovecot, sink):
-    mailbox = oauth_dovecot.add_user()
-    config = oauth_config(tmp_path, mailbox, sink, issuer)
-    signed_in(config, issuer, mailbox.username)
+    mailbox, config = signed_in_desk(tmp_path, oauth_dovecot, sink, issuer)
     issuer.revoke_access_tokens()  # still unexpired in the token file, but no longer accepted
     refreshes_before = issuer.refresh_count()
     mailbox.deliver(customer_mail("zhao@cust.test", "Mail bounce", "My mail bounces."))
@@ -385,9 +387,7 @@ def test_smtp_renews_a_refused_token_once_and_authenticates_with_it(tmp_path, is
 @pytest.mark.integration
 def test_a_revoked_refresh_token_stops_the_desk_with_one_line_and_exit_4(tmp_path, issuer, oauth_dovecot, sink):
     issuer.access_lifetime = 2.0
-    mailbox = oauth_dovecot.add_user()
-    config = oauth_config(tmp_path, mailbox, sink, issuer)
-    signed_in(config, issuer, mailbox.username)
+    mailbox, config = signed_in_desk(tmp_path, oauth_dovecot, sink, issuer)
     log = tmp_path / "daemon.log"
     proc = start_daemon(config, password="x", log_path=log)
     try:
@@ -399,9 +399,7 @@ def test_a_revoked_refresh_token_stops_the_desk_with_one_line_and_exit_4(tmp_pat
         mailbox.deliver(customer_mail("sun@cust.test", "Phone", "No dial tone."))
         code = proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_if_running(proc)
     assert code == 4
     text = log.read_text()
     refused = [line for line in text.splitlines() if "refused to refresh" in line]
@@ -416,9 +414,7 @@ def test_a_revoked_refresh_token_stops_the_desk_with_one_line_and_exit_4(tmp_pat
 @pytest.mark.integration
 def test_a_token_endpoint_outage_is_waited_out_like_a_server_outage(tmp_path, issuer, oauth_dovecot, sink):
     issuer.access_lifetime = 2.0
-    mailbox = oauth_dovecot.add_user()
-    config = oauth_config(tmp_path, mailbox, sink, issuer)
-    signed_in(config, issuer, mailbox.username)
+    mailbox, config = signed_in_desk(tmp_path, oauth_dovecot, sink, issuer)
     log = tmp_path / "daemon.log"
     proc = start_daemon(config, password="x", log_path=log)
     try:
@@ -457,9 +453,7 @@ def test_auth_login_prints_the_url_and_code_and_saves_the_token_privately(tmp_pa
         issuer.approve(match.group(2), mailbox.username)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_if_running(proc)
     assert proc.returncode == 0, err
     token_file = config.parent / "var" / "oauth2.json"
     assert "Signed in" in out and str(token_file) in out
@@ -491,9 +485,7 @@ def test_auth_login_in_a_browser_where_there_is_no_device_flow(tmp_path, issuer,
             assert b"signed in" in page.read()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_if_running(proc)
     assert proc.returncode == 0, err
     token_file = config.parent / "var" / "oauth2.json"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -516,9 +508,7 @@ def test_once_without_a_sign_in_says_so_and_exits_4(tmp_path, issuer, oauth_dove
 
 @pytest.mark.integration
 def test_check_logs_in_to_both_servers_with_the_token_and_names_the_method(tmp_path, issuer, oauth_dovecot, sink):
-    mailbox = oauth_dovecot.add_user()
-    config = oauth_config(tmp_path, mailbox, sink, issuer)
-    signed_in(config, issuer, mailbox.username)
+    mailbox, config = signed_in_desk(tmp_path, oauth_dovecot, sink, issuer)
     proc = run_cli(config, "check")
     lines = {line.split()[1]: line for line in proc.stdout.splitlines() if line.startswith(("ok", "FAIL"))}
     assert lines["imap"].startswith("ok") and "auth oauth2" in lines["imap"]
