@@ -214,7 +214,8 @@ def effective_settings(config: Path) -> dict[str, object]:
     """The values the daemon reads for the settings that decide intake speed (defaults included)."""
     from maildesk.daemon.config import load_config
     c = load_config(config, need_secrets=False)
-    found = {"imap.batch_size": c.imap.batch_size, "smtp.connections": c.smtp.connections,
+    found = {"imap.batch_size": c.imap.batch_size, "imap.parse_ahead": c.imap.parse_ahead,
+             "smtp.connections": c.smtp.connections,
              "tickets.notify_unassigned": c.tickets.notify_unassigned,
              "tickets.ack_limit_per_hour": c.tickets.ack_limit_per_hour}
     digest = getattr(c.tickets, "notify_digest_after", None)

@@ -18,6 +18,7 @@ from maildesk.daemon.config import Config
 from maildesk.daemon.credentials import TokenServiceUnavailable
 from maildesk.daemon.intake import BatchResult, IntakeRunner
 from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable
+from maildesk.daemon.parsing import parser_for
 from maildesk.daemon.sender import OutboxSender
 from maildesk.daemon.timers import TimerRunner
 from maildesk.reports.weekly import WeeklyReportJob
@@ -67,7 +68,8 @@ class Desk:
         self.mailbox = Mailbox(config.imap)
         self.sender = OutboxSender(config.smtp, self.store, clock=clock,
                                    on_permanent_failure=self._tell_supervisor_of_failure)
-        self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock)
+        self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock,
+                                   parser=parser_for(1 if config.imap.parse_ahead else 0))
         self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
         # Imported here, not with the module: `run` installs its signal handlers before building the Desk.
@@ -107,6 +109,7 @@ class Desk:
             created_at=self.clock(), ticket=failed.ticket, language=lang, auto_submitted="auto-generated"))
 
     def close(self) -> None:
+        self.intake.parser.close()
         self.mailbox.close()
         self.sender.close()
         self.store.close()

@@ -49,6 +49,8 @@ class ImapConfig:
     processed_folder: str = "Helpdesk/Processed"
     quarantine_folder: str = "Helpdesk/Quarantine"
     batch_size: int = 50
+    # With a backlog, the next batch is parsed in a helper process while the desk sends (daemon/parsing.py).
+    parse_ahead: bool = True
     idle: bool = True
     poll_seconds: float = 30.0
     timeout_seconds: float = 60.0
@@ -184,7 +186,8 @@ class Config:
 
 _KNOWN_KEYS = {
     "imap": {"host", "port", "security", "allow_insecure", "username", "password", "password_env", "folder",
-             "processed_folder", "quarantine_folder", "batch_size", "idle", "poll_seconds", "timeout_seconds",
+             "processed_folder", "quarantine_folder", "batch_size", "parse_ahead", "idle", "poll_seconds",
+             "timeout_seconds",
              "ca_file", "auth"},
     "smtp": {"host", "port", "security", "allow_insecure", "username", "password", "password_env",
              "from_address", "from_name", "timeout_seconds", "retry_max_minutes", "max_attempts", "ca_file",
@@ -277,6 +280,7 @@ def parse_config(raw: dict, *, base_dir: Path, environ: dict[str, str] | os._Env
         processed_folder=r.str("imap.processed_folder", default="Helpdesk/Processed"),
         quarantine_folder=r.str("imap.quarantine_folder", default="Helpdesk/Quarantine"),
         batch_size=r.int("imap.batch_size", default=50, minimum=1, maximum=1000),
+        parse_ahead=r.bool("imap.parse_ahead", default=True),
         idle=r.bool("imap.idle", default=True),
         poll_seconds=r.float("imap.poll_seconds", default=30.0, minimum=0.1),
         timeout_seconds=r.float("imap.timeout_seconds", default=60.0, minimum=1),

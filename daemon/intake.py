@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from maildesk.daemon import failpoints
 from maildesk.daemon.config import Config
 from maildesk.daemon.mailbox import Fetched, Mailbox
+from maildesk.daemon.parsing import BatchParser, InProcessParser, ParsedBatch
 from maildesk.model import Address, InboundMail
-from maildesk.parsers import parse_mail
 from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
 from maildesk.parsers.commands import Vocabulary
@@ -43,6 +43,16 @@ MAX_ATTEMPTS = 3
 # The team's new-ticket notifications of the last 10 minutes, counted like a sender's acknowledgements
 # (same table, same pruning); the name has no "@", so no sender can share it.
 TEAM_NOTICES = "desk:new-ticket-notices"
+
+
+@dataclass(frozen=True)
+class _NextBatch:
+    """A batch fetched, and handed to the parser, before the desk asked for it."""
+
+    session: int
+    uids: list[int]
+    fetched: list[Fetched]
+    parsed: ParsedBatch
 
 
 @dataclass
@@ -111,8 +121,9 @@ def add_to_digest(store: TicketStore, entry: DigestEntry, now: datetime) -> None
     minutes ago; then 10 minutes after that one.
     """
     slot = slot_of(now)
-    found = {k: store.outbound(digest_id(entry.recipients, k)) for k in (slot, slot - 1, slot + 1)}
-    for open_one in found.values():
+    found = {}
+    for k in (slot, slot - 1, slot + 1):  # in a flood the first one looked at is the open one
+        found[k] = open_one = store.outbound(digest_id(entry.recipients, k))
         if open_one is not None and open_one.status == "pending":
             store.update_outbound(with_entry(open_one, entry))
             return
@@ -141,32 +152,51 @@ def directory_from(config: Config) -> Directory:
 
 class IntakeRunner:
     def __init__(self, config: Config, store: TicketStore, mailbox: Mailbox, renderer: Renderer,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *,
+                 parser: BatchParser | None = None) -> None:
         self.config = config
         self.store = store
         self.mailbox = mailbox
         self.renderer = renderer
         self.clock = clock
+        self.parser = parser if parser is not None else InProcessParser()
         self.directory = directory_from(config)
         self.desk = Address(config.smtp.from_address, config.smtp.from_name)
+        self._next: _NextBatch | None = None
 
     def run_batch(self) -> BatchResult:
         """Handle up to one batch of waiting mail; returns what happened."""
         result = BatchResult()
         uids = self.mailbox.waiting_uids()[: self.config.imap.batch_size]
+        ahead, self._next = self._next, None
         if not uids:
             return result
-        fetched = self.mailbox.fetch(uids, self.config.tickets.max_message_bytes)
+        if ahead is not None and (ahead.session, ahead.uids) == (self.mailbox.sessions, uids):
+            fetched, parsed = ahead.fetched, ahead.parsed
+        else:
+            fetched, parsed = self._fetch(uids)
         hashes = {f.uid: _raw_key(f) for f in fetched}
+        mails = {f.uid: (parsed, i) for i, f in enumerate(fetched)}
         # Mails that were in flight when the daemon last died are handled one
         # at a time, so a poison mail cannot drag its batch neighbours to quarantine.
         suspects = [f for f in fetched if self.store.attempts(hashes[f.uid]) > 0]
         groups = [[f] for f in suspects] if suspects else [fetched]
         for group in groups:
-            self._run_group(group, hashes, result)
+            self._run_group(group, hashes, mails, result)
+        if self.parser.parses_ahead and len(uids) == self.config.imap.batch_size:
+            # A backlog: the next batch is parsed elsewhere while the desk sends this one's mail.
+            # Used only if the same mails are still the next ones waiting (run_batch checks).
+            following = self.mailbox.waiting_uids()[: self.config.imap.batch_size]
+            if following:
+                self._next = _NextBatch(self.mailbox.sessions, following, *self._fetch(following))
         return result
 
-    def _run_group(self, group: list[Fetched], hashes: dict[int, str], result: BatchResult) -> None:
+    def _fetch(self, uids: list[int]) -> tuple[list[Fetched], ParsedBatch]:
+        fetched = self.mailbox.fetch(uids, self.config.tickets.max_message_bytes)
+        return fetched, self.parser.parse([f.data for f in fetched], self.config.tickets.max_attachment_bytes)
+
+    def _run_group(self, group: list[Fetched], hashes: dict[int, str],
+                   mails: dict[int, tuple[ParsedBatch, int]], result: BatchResult) -> None:
         to_processed: list[int] = []
         to_quarantine: list[int] = []
         poisoned: list[Fetched] = []
@@ -187,7 +217,7 @@ class IntakeRunner:
                                            f"message of {f.size} bytes is larger than the limit of "
                                            f"{self.config.tickets.max_message_bytes} bytes")
             else:
-                outcome = self._handle_one(f, hashes[f.uid])
+                outcome = self._handle_one(f, hashes[f.uid], *mails[f.uid])
             (to_quarantine if outcome == "quarantined" else to_processed).append(f.uid)
             result.handled += 1
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
@@ -209,9 +239,9 @@ class IntakeRunner:
             return None
         return self.store.processed(mail.message_id[1:-1])
 
-    def _handle_one(self, fetched: Fetched, raw_key: str) -> str:
+    def _handle_one(self, fetched: Fetched, raw_key: str, parsed: ParsedBatch, index: int) -> str:
         started = time.perf_counter()
-        mail = parse_mail(fetched.data, max_attachment_bytes=self.config.tickets.max_attachment_bytes)
+        mail = parsed.mail(index)
         failpoints.on_mail(mail.subject)
         done = self.store.processed(mail.key) or self._processed_under_old_key(mail)
         if done is not None:

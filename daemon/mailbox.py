@@ -60,6 +60,8 @@ class Mailbox:
         self.layout: Layout | None = None
         self.capabilities: frozenset[str] = frozenset()
         self._keyword = False  # whether the watched folder keeps MOVED_KEYWORD
+        # Connections made so far: UIDs fetched in one are never taken for the same UIDs of the next.
+        self.sessions = 0
 
     # -- connection ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -101,6 +103,7 @@ class Mailbox:
             log.warning("UIDVALIDITY of %s changed (%s -> %s); mail already handled is recognised by "
                         "its Message-ID", layout.watched, self._uidvalidity, validity)
         self._uidvalidity = validity
+        self.sessions += 1
         if layout.marking == "copy-expunge" and self._keyword:
             # Copied and flagged by a desk that died before its UID EXPUNGE: ours, safe to finish.
             leftovers = client.search(["DELETED", "KEYWORD", MOVED_KEYWORD])

@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from email import policy as email_policy
@@ -124,6 +124,8 @@ class Outgoing:
     sender: str
     recipients: list[str]
     smtputf8: bool  # an address in the envelope or the headers is UTF-8
+    # The message's bytes as they travel, where the fast writer applies (plain ASCII mail); else None.
+    wire: bytes | None = None
 
 
 def outgoing(mail: OutboundMail, load, envelope_sender: str) -> Outgoing:
@@ -131,7 +133,8 @@ def outgoing(mail: OutboundMail, load, envelope_sender: str) -> Outgoing:
     wire = _in_wire_form(mail)
     sender = wire_address(envelope_sender)
     utf8 = not (sender.isascii() and all(a.isascii() for a in _addresses(wire)))
-    return Outgoing(_build(wire, load), sender, wire.recipients, utf8)
+    message = _build(wire, load)
+    return Outgoing(message, sender, wire.recipients, utf8, None if utf8 else plain_wire_bytes(message))
 
 
 def build_message(mail: OutboundMail, load=None) -> Message:
@@ -256,20 +259,32 @@ def plain_wire_bytes(message: Message) -> bytes | None:
 
 
 class _Pipelined(asyncio.Protocol):
-    """Replies of a connection on which MAIL, RCPT and DATA travel together (RFC 2920 PIPELINING).
+    """Replies of a connection on which the commands of a mail travel together (RFC 2920 PIPELINING).
 
     aiosmtplib reads one reply per command written and drops bytes that come
     while no read is pending, so it cannot pipeline.  After its connect,
     EHLO, STARTTLS and login, the transport is handed to this protocol for the
-    mail transactions and given back for QUIT.  Still one message at a time:
-    the next MAIL is written only after this one's final reply, so at most one
-    accepted message per connection can lack its mark.
+    mail transactions and given back for QUIT.
+
+    One round trip per mail: a mail's content goes out together with the
+    next mail's MAIL, RCPT and DATA (RFC 2920 lets the content open a group).
+    The next mail's content is still written only after this one's final
+    reply has been read and its mark logged, so at most one accepted message
+    per connection can lack its mark.  ``announced`` names the mail whose
+    envelope is on the wire ahead of its turn.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._replies: asyncio.Queue = asyncio.Queue()
+        self._replies: deque = deque()
+        self._waiter: asyncio.Future | None = None
         self._message: list[str] = []
+        self.announced: str | None = None
+
+    def _put(self, item) -> None:
+        self._replies.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -280,28 +295,35 @@ class _Pipelined(asyncio.Protocol):
                 code = int(line[:3])
             except ValueError:
                 # Out of step with the server: the connection is given up (a retry starts afresh).
-                self._replies.put_nowait(aiosmtplib.SMTPException(f"malformed reply: {_one_line(line)}"))
+                self._put(aiosmtplib.SMTPException(f"malformed reply: {_one_line(line)}"))
                 continue
             self._message.append(line[4:].decode("utf-8", "replace"))
             if line[3:4] != b"-":
-                self._replies.put_nowait(aiosmtplib.SMTPResponse(code, "\n".join(self._message)))
+                self._put(aiosmtplib.SMTPResponse(code, "\n".join(self._message)))
                 self._message = []
 
     def eof_received(self) -> bool:
-        self._replies.put_nowait(aiosmtplib.SMTPServerDisconnected("the server closed the connection"))
+        self._put(aiosmtplib.SMTPServerDisconnected("the server closed the connection"))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._replies.put_nowait(aiosmtplib.SMTPServerDisconnected(f"connection lost: {exc or 'closed'}"))
+        self._put(aiosmtplib.SMTPServerDisconnected(f"connection lost: {exc or 'closed'}"))
 
     async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
-        try:
-            found = await asyncio.wait_for(self._replies.get(), timeout)
-        except asyncio.TimeoutError:
-            raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the server's reply") from None
+        # A future and a timeout scope, not wait_for on a queue: no task per reply.
+        while not self._replies:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the server's reply") from None
+            finally:
+                self._waiter = None
+        found = self._replies[0]
         if isinstance(found, Exception):
-            self._replies.put_nowait(found)  # every later read fails the same way
-            raise found
+            raise found  # left in place: every later read fails the same way
+        self._replies.popleft()
         return found
 
 
@@ -309,19 +331,44 @@ _DOT_LINE = re.compile(rb"(?m)^\.")
 _UNSAFE_IN_COMMAND = re.compile(r"[\s<>\x00-\x1f\x7f]")
 
 
-async def _send_pipelined(session: _Pipelined, transport, sender: str, recipients: list[str], data: bytes,
-                          timeout: float, sized: bool) -> tuple[dict, str]:
-    """One transaction in two round trips; outcomes and exceptions as aiosmtplib's ``sendmail``."""
-    for address in (sender, *recipients):
+def _envelope(out: Outgoing, sized: bool) -> bytes:
+    """MAIL, RCPT and DATA of a plain mail, as one write."""
+    for address in (out.sender, *out.recipients):
         # A space or line break on a command line could smuggle parameters or commands.
         if _UNSAFE_IN_COMMAND.search(address) or not address.isascii():
             raise ValueError(f"address {address!r} cannot be put on an SMTP command line")
-    body = _DOT_LINE.sub(b"..", data)
+    size = f" SIZE={len(out.wire)}" if sized else ""
+    commands = [f"MAIL FROM:<{out.sender}>{size}"] + [f"RCPT TO:<{r}>" for r in out.recipients] + ["DATA"]
+    return ("\r\n".join(commands) + "\r\n").encode("ascii")
+
+
+def _announceable(following: Outgoing | None, sized: bool) -> bytes | None:
+    """The envelope of the next mail, if it can ride along with this one's content."""
+    if following is None or following.wire is None or following.smtputf8:
+        return None
+    try:
+        return _envelope(following, sized)
+    except ValueError:
+        return None  # it fails on its own turn, with its own reason
+
+
+async def _send_pipelined(session: _Pipelined, transport, out: Outgoing, mail_id: str, timeout: float,
+                          sized: bool, following: tuple[str, Outgoing] | None = None,
+                          meanwhile=lambda: None) -> tuple[dict, str]:
+    """One transaction; outcomes and exceptions as aiosmtplib's ``sendmail``.
+
+    ``following``: (id, message) of the mail to be sent next on this connection, whose
+    envelope is written together with this mail's content.  ``meanwhile`` runs while the
+    server takes the content (the desk builds the mail after next).
+    """
+    if session.announced == mail_id:
+        session.announced = None  # its MAIL, RCPT and DATA went out with the mail before
+    else:
+        transport.write(_envelope(out, sized))
+    body = _DOT_LINE.sub(b"..", out.wire)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    size = f" SIZE={len(data)}" if sized else ""
-    commands = [f"MAIL FROM:<{sender}>{size}"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
-    transport.write(("\r\n".join(commands) + "\r\n").encode("ascii"))
+    recipients = out.recipients
     mail = await session.reply(timeout)
     rcpts = [await session.reply(timeout) for _ in recipients]
     start = await session.reply(timeout)
@@ -340,20 +387,24 @@ async def _send_pipelined(session: _Pipelined, transport, sender: str, recipient
             raise aiosmtplib.SMTPRecipientsRefused(
                 [aiosmtplib.SMTPRecipientRefused(e.code, e.message, r) for r, e in refused.items()])
         raise aiosmtplib.SMTPDataError(start.code, start.message)
-    transport.write(body + b".\r\n")
+    then = _announceable(following[1], sized) if following is not None else None
+    transport.write(body + b".\r\n" + (then or b""))
+    if then is not None:
+        session.announced = following[0]
+    meanwhile()
     done = await session.reply(timeout)
     if done.code != 250:
         raise aiosmtplib.SMTPDataError(done.code, done.message)
     return refused, done.message
 
 
-async def _transmit(client: aiosmtplib.SMTP, out: Outgoing, pipeline=None) -> tuple[dict, str]:
-    if not out.smtputf8:
-        data = plain_wire_bytes(out.message)
-        if data is not None and pipeline is not None:
-            session, transport = pipeline
-            return await _send_pipelined(session, transport, out.sender, out.recipients, data,
-                                         client.timeout or 60, client.supports_extension("size"))
+async def _transmit(client: aiosmtplib.SMTP, out: Outgoing, pipeline=None, mail_id: str = "",
+                    following: tuple[str, Outgoing] | None = None, meanwhile=lambda: None) -> tuple[dict, str]:
+    data = out.wire
+    if data is not None and pipeline is not None:
+        session, transport = pipeline
+        return await _send_pipelined(session, transport, out, mail_id, client.timeout or 60,
+                                     client.supports_extension("size"), following, meanwhile)
     if pipeline is not None:
         # Rich or SMTPUTF8 mail goes through aiosmtplib: it reads the connection meanwhile.
         session, transport = pipeline
@@ -403,6 +454,8 @@ async def _reset(client: aiosmtplib.SMTP, pipeline=None) -> bool:
     """Clear whatever part of a transaction an interrupted mail left: True if the connection is fine."""
     if pipeline is not None:
         session, transport = pipeline
+        if session.announced is not None:
+            return False  # the server reads the next mail's content now: RSET would be part of it
         try:
             transport.write(b"RSET\r\n")
             return (await session.reply(client.timeout or 60)).code == 250
@@ -520,8 +573,28 @@ class OutboxSender:
         self.unreachable = None
         pipeline = await _pipeline_for(client)
         try:
-            for mail in due:
-                outcome = await self._deliver_one(client, mail, pipeline)
+            # Mails are built ahead: the next one's envelope goes out with this one's content
+            # (_send_pipelined), and the one after it is built while the server takes this one.
+            waiting = iter(due)
+            built: deque[tuple[OutboundMail, Outgoing | None]] = deque()
+
+            def build_ahead() -> None:
+                while len(built) < 2 and (mail := next(waiting, None)) is not None:
+                    built.append(self._built(mail))
+
+            build_ahead()
+            while built:
+                mail, out = built.popleft()
+                following = built[0] if built else None
+                if out is None:
+                    build_ahead()
+                    outcome = _FAILED  # could not be built: recorded by _built
+                else:
+                    outcome = await self._deliver_one(
+                        client, mail, out, pipeline,
+                        (following[0].id, following[1]) if following is not None and following[1] else None,
+                        meanwhile=build_ahead)
+                    build_ahead()  # if the mail failed before its content went out
                 if outcome == _SENT:
                     # The mark is in the delivery log already (a kill cannot undo it); the store
                     # takes a batch of them per commit.
@@ -536,25 +609,34 @@ class OutboxSender:
                 if outcome == _LOST or (outcome == _UNSURE and not await _reset(client, pipeline)):
                     break  # the connection is gone; the rest wait for the next round
         finally:
-            if pipeline is not None:
-                pipeline[1].set_protocol(client.protocol)  # aiosmtplib says QUIT
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError):
+            if pipeline is not None and pipeline[0].announced is not None:
+                # A mail's envelope is out ahead of its turn and the server waits for its content:
+                # only dropping the connection ends that without a message.
                 client.close()
+            else:
+                if pipeline is not None:
+                    pipeline[1].set_protocol(client.protocol)  # aiosmtplib says QUIT
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
         return sent, problems
 
-    async def _deliver_one(self, client: aiosmtplib.SMTP, mail: OutboundMail, pipeline=None) -> str:
-        """Build and send one entry and record what became of it: _SENT, _FAILED, _UNSURE or _LOST."""
+    def _built(self, mail: OutboundMail) -> tuple[OutboundMail, Outgoing | None]:
+        """(mail, its message), or (mail, None) when it cannot be built (recorded as failed)."""
         try:
-            out = outgoing(mail, self.store.attachments.get, self.config.from_address)
+            return mail, outgoing(mail, self.store.attachments.get, self.config.from_address)
         except Exception as exc:  # noqa: BLE001 - whatever breaks one mail must not stop the others
             _log_traceback("building", mail)
             self._permanent_failure(mail, f"cannot build the message: {_described(exc)}")
-            return _FAILED
+            return mail, None
+
+    async def _deliver_one(self, client: aiosmtplib.SMTP, mail: OutboundMail, out: Outgoing, pipeline=None,
+                           following: tuple[str, Outgoing] | None = None, meanwhile=lambda: None) -> str:
+        """Send one entry and record what became of it: _SENT, _FAILED, _UNSURE or _LOST."""
         self._log.sending(mail.id)
         try:
-            errors, _ = await _transmit(client, out, pipeline)
+            errors, _ = await _transmit(client, out, pipeline, mail.id, following, meanwhile)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._permanent_failure(mail, _refusals(exc.recipients))
             return _FAILED

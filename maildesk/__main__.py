@@ -1,3 +1,4 @@
 from maildesk.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a helper process (daemon/parsing.py) starts
+    raise SystemExit(main())

@@ -24,6 +24,8 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # The templates ship with the code: no stat() of the file before every render.
+            auto_reload=False,
         )
 
     def render(self, key: str, lang: str, **context) -> str:

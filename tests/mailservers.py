@@ -376,6 +376,11 @@ class _SinkHandler:
             await asyncio.sleep(self.sink.delay_seconds)
         if self.sink.reject_with:
             return self.sink.reject_with
+        if self.sink.reject_content_to & set(envelope.rcpt_tos):
+            return "554 5.6.0 content refused"
+        if self.sink.drop_after_content_to & set(envelope.rcpt_tos):
+            server.transport.close()  # gone before its reply: the client cannot know it was not taken
+            return "421 4.4.2 closing"
         data = bytes(envelope.original_content or envelope.content)
         received = Received(envelope.mail_from, list(envelope.rcpt_tos), data, _parsed(data, envelope.smtp_utf8),
                             list(envelope.mail_options))
@@ -419,6 +424,9 @@ class SmtpSink:
         self.lock = threading.Lock()
         self.reject_with: str | None = None
         self.refuse_recipients: set[str] = set()
+        # Messages to these recipients: content refused with 554 / connection dropped after the content.
+        self.reject_content_to: set[str] = set()
+        self.drop_after_content_to: set[str] = set()
         self.delay_seconds = 0.0
         self.on_receive = None  # callable(Received), run after a message is accepted
         self._controller: Controller | None = None

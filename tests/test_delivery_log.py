@@ -105,3 +105,65 @@ def test_refusals_and_rejections_read_the_same_with_and_without_pipelining(tmp_p
         assert [m.rcpt_tos for m in sink.messages()] == [["c1@cust.example"], ["c3@cust.example"]]
     finally:
         sink.stop()
+
+
+@pytest.mark.integration
+def test_a_refused_content_between_pipelined_mails_costs_only_that_mail(tmp_path):
+    """The next mail's envelope travels with each mail's content: a refusal in between is that mail's alone."""
+    from tests.mailservers import SmtpSink
+
+    sink = SmtpSink().start()
+    try:
+        sink.reject_content_to = {"c3@cust.example"}
+        config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
+                            from_name="IT Service Desk", timeout_seconds=5)
+        with TicketStore(tmp_path / "s.json") as store:
+            for i in range(1, 7):
+                store.enqueue(mail(i))
+            store.commit()
+            sender = OutboxSender(config, store, clock=lambda: NOW)
+            try:
+                assert sender.deliver_due() == (5, 1)
+            finally:
+                sender.close()
+            assert {m.id: m.status for m in store.outbox()} == {
+                "m1": "sent", "m2": "sent", "m3": "failed", "m4": "sent", "m5": "sent", "m6": "sent"}
+            assert store.outbound("m3").last_error.startswith("554")
+        received = sink.messages()
+        assert [m.rcpt_tos for m in received] == [[f"c{i}@cust.example"] for i in (1, 2, 4, 5, 6)]
+        assert [m.message["Message-ID"] for m in received] == [f"<ack.TS-{i:06d}.x{i}@example.com>"
+                                                               for i in (1, 2, 4, 5, 6)]
+    finally:
+        sink.stop()
+
+
+@pytest.mark.integration
+def test_a_connection_lost_after_a_content_leaves_the_announced_mail_unsent(tmp_path):
+    """The server goes away after a mail's content while the next one's envelope is out: nothing
+    half-sent is taken, and the next round sends the rest once each."""
+    from tests.mailservers import SmtpSink
+
+    sink = SmtpSink().start()
+    try:
+        sink.drop_after_content_to = {"c2@cust.example"}
+        config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
+                            from_name="IT Service Desk", timeout_seconds=5)
+        with TicketStore(tmp_path / "s.json") as store:
+            for i in range(1, 5):
+                store.enqueue(mail(i))
+            store.commit()
+            sender = OutboxSender(config, store, clock=lambda: NOW)
+            try:
+                assert sender.deliver_due() == (1, 1), "m1 sent; m2 lost with the connection; m3, m4 wait"
+                assert [m.rcpt_tos for m in sink.messages()] == [["c1@cust.example"]]
+                assert store.outbound("m3").status == store.outbound("m4").status == "pending"
+                assert store.outbound("m3").attempts == 0, "the announced mail was never tried"
+                sink.drop_after_content_to = set()
+                store.update_outbound(replace(store.outbound("m2"), next_attempt_at=None))
+                assert sender.deliver_due() == (3, 0)
+            finally:
+                sender.close()
+            assert {m.status for m in store.outbox()} == {"sent"}
+        assert [m.rcpt_tos for m in sink.messages()] == [[f"c{i}@cust.example"] for i in (1, 2, 3, 4)]
+    finally:
+        sink.stop()

@@ -1,0 +1,144 @@
+"""Where fetched mail is parsed: in the desk's own process, or ahead of time in a helper process.
+
+``parse_mail`` (parsers/mime.py) is a pure function of a mail's bytes, and
+the most expensive step of intake.  With a backlog, the intake runner
+fetches the next batch as soon as one is committed and hands its bytes to a
+helper process, which parses them while the desk sends the acknowledgements
+of the batch before; on a 2-core machine the two run side by side.
+
+Where a mail is parsed changes nothing but time: the helper only turns
+bytes into ``InboundMail`` objects, writes nothing, and a batch it parsed
+is used only if the same mails are still the next ones waiting.  Whatever
+goes wrong in the helper (it died, it could not start) costs only the
+speed: that batch is parsed in the desk's own process, as without a
+helper, under the same poison-mail guard (daemon/intake.py).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Protocol
+
+from maildesk.model import InboundMail
+from maildesk.parsers import parse_mail
+
+log = logging.getLogger("maildesk.intake")
+
+
+def _die_with_the_desk() -> None:
+    """In the helper: end when the desk's process ends, however it ends (Linux), not linger."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the helper ends when it finds its work queue closed
+
+
+def _parse_all(datas: Sequence[bytes | None], max_attachment_bytes: int) -> list[InboundMail | None]:
+    return [None if data is None else parse_mail(data, max_attachment_bytes=max_attachment_bytes)
+            for data in datas]
+
+
+class ParsedBatch(Protocol):
+    def mail(self, index: int) -> InboundMail | None:
+        """The ``index``-th mail of the batch, parsed (None for a mail fetched without its bytes)."""
+
+
+class BatchParser(Protocol):
+    # Whether parsing the next batch early gains anything (it does when another process parses it).
+    parses_ahead: bool
+
+    def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch: ...
+    def close(self) -> None: ...
+
+
+class _Later:
+    """Parsed in this process, one mail at a time, when intake asks for it."""
+
+    def __init__(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> None:
+        self._datas = datas
+        self._max = max_attachment_bytes
+
+    def mail(self, index: int) -> InboundMail | None:
+        data = self._datas[index]
+        return None if data is None else parse_mail(data, max_attachment_bytes=self._max)
+
+
+class InProcessParser:
+    """Every mail parsed by the desk itself, just before it is handled."""
+
+    parses_ahead = False
+
+    def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch:
+        return _Later(datas, max_attachment_bytes)
+
+    def close(self) -> None:
+        pass
+
+
+class _Ahead:
+    """A batch being parsed by the helper process."""
+
+    def __init__(self, owner: "HelperProcessParser", future: Future, datas: Sequence[bytes | None],
+                 max_attachment_bytes: int) -> None:
+        self._owner = owner
+        self._future = future
+        self._fallback = _Later(datas, max_attachment_bytes)
+        self._mails: list[InboundMail | None] | None = None
+
+    def mail(self, index: int) -> InboundMail | None:
+        if self._mails is None:
+            try:
+                self._mails = self._future.result()
+            except Exception as exc:  # noqa: BLE001 - the helper died or broke: the desk parses itself
+                self._owner.lost(exc)
+                self._mails = []
+        if self._mails:
+            return self._mails[index]
+        return self._fallback.mail(index)
+
+
+class HelperProcessParser:
+    """Batches parsed by one helper process, while the desk goes on with other work."""
+
+    parses_ahead = True
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: a forked helper would share the desk's open files and sockets, and
+            # so hold the store's lock (or keep the PostgreSQL session holding the lease alive)
+            # after a killed desk, delaying its restart or the standby's take-over.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_die_with_the_desk)
+        return self._pool
+
+    def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch:
+        try:
+            future = self._executor().submit(_parse_all, list(datas), max_attachment_bytes)
+        except Exception as exc:  # noqa: BLE001 - e.g. no processes left on the machine
+            self.lost(exc)
+            return _Later(datas, max_attachment_bytes)
+        return _Ahead(self, future, datas, max_attachment_bytes)
+
+    def lost(self, exc: BaseException) -> None:
+        log.warning("the parsing helper process failed (%s: %s); this batch is parsed by the desk itself",
+                    exc.__class__.__name__, exc)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def parser_for(workers: int) -> BatchParser:
+    return HelperProcessParser() if workers > 0 else InProcessParser()
