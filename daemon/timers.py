@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from maildesk.daemon.config import Config
 from maildesk.daemon.intake import apply_effects, context_for
-from maildesk.storage.store import TicketStore
+from maildesk.storage.base import Store
 from maildesk.templates import Renderer
 from maildesk.workflow.procedure import Timers, due_timers
 from maildesk.workflow.similar import note_closed
@@ -22,7 +22,7 @@ log = logging.getLogger("maildesk.timers")
 
 
 class TimerRunner:
-    def __init__(self, config: Config, store: TicketStore, renderer: Renderer,
+    def __init__(self, config: Config, store: Store, renderer: Renderer,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.config = config
         self.store = store

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 from maildesk.daemon.config import Config
 from maildesk.model import Address, OutboundMail, OutboundPart
 from maildesk.reports.periods import desk_origin
-from maildesk.reports.metrics import Policy, Week, WeeklyReport, first_response, resolution_events, weekly_report
-from maildesk.storage.store import TicketStore
+from maildesk.reports.metrics import Policy, Week, WeeklyReport, first_response, resolution_events
+from maildesk.storage.base import Store
 from maildesk.templates import Renderer
 
 log = logging.getLogger("maildesk.report")
@@ -45,10 +45,9 @@ def policy_for(config: Config) -> Policy:
                   internal_domains=frozenset(config.team.internal_domains))
 
 
-def build_report(store: TicketStore, config: Config, week: Week) -> WeeklyReport:
-    # Closed tickets untouched in the nine weeks the report shows change none of its figures.
-    tickets = list(store.tickets(with_messages=False, active_since=week.previous(8).start))
-    return weekly_report(week, tickets, store.staff_records(), store.plans(), policy_for(config))
+def build_report(store: Store, config: Config, week: Week) -> WeeklyReport:
+    # Each store computes it where its data is: in memory for TinyDB, in SQL for PostgreSQL.
+    return store.weekly_report(week, policy_for(config))
 
 
 @dataclass
@@ -131,7 +130,7 @@ def ticket_csv(report: WeeklyReport, config: Config, mask) -> bytes:
     return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
 
 
-def report_mails(rendered: RenderedReport, config: Config, store: TicketStore, now: datetime) -> list[OutboundMail]:
+def report_mails(rendered: RenderedReport, config: Config, store: Store, now: datetime) -> list[OutboundMail]:
     """One mail per leadership address, through the outbox; parts go to the attachment store."""
     parts = [OutboundPart(c.filename, "image/png", store.attachments.put(c.png), c.content_id, c.alt)
              for c in rendered.charts]
@@ -149,7 +148,7 @@ def report_mails(rendered: RenderedReport, config: Config, store: TicketStore, n
 
 
 class WeeklyReportJob:
-    def __init__(self, config: Config, store: TicketStore, renderer: Renderer) -> None:
+    def __init__(self, config: Config, store: Store, renderer: Renderer) -> None:
         self.config = config
         self.store = store
         self.renderer = renderer

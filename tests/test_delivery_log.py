@@ -11,8 +11,6 @@ from aiosmtplib.protocol import normalize_message_line_endings
 from maildesk.daemon.config import SmtpConfig
 from maildesk.daemon.sender import OutboxSender, build_message, plain_wire_bytes
 from maildesk.model import Address, OutboundMail
-from maildesk.storage.delivery_log import DeliveryLog
-from maildesk.storage.store import TicketStore
 
 NOW = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
 
@@ -42,22 +40,24 @@ def test_rich_mail_is_left_to_the_generator():
 
 
 @pytest.mark.integration
-def test_marks_left_by_a_killed_desk_are_folded_in_and_only_the_uncertain_mail_is_sent_again(tmp_path, smtp_sink):
-    path = tmp_path / "store" / "helpdesk.json"
-    with TicketStore(path) as store:
+@pytest.mark.both_stores
+def test_marks_left_by_a_killed_desk_are_folded_in_and_only_the_uncertain_mail_is_sent_again(store_opener, smtp_sink,
+                                                                                            store_kind, tmp_path):
+    with store_opener() as store:
         for i in (1, 2, 3):
             store.enqueue(mail(i))
         store.commit()
-    # What a desk killed mid-round leaves behind: 1 accepted and logged, 2 on the wire, 3 not begun.
-    dead = DeliveryLog(path.with_name(path.name + ".sending"))
-    dead.sending("m1")
-    dead.sent("m1", NOW)
-    dead.sending("m2")
-    dead.close()
+        # What a desk killed mid-round leaves behind: 1 accepted and logged, 2 on the wire, 3 not begun
+        # (and no commit of the marks: the store still says all three are pending).
+        dead = store.delivery_log()
+        dead.sending("m1")
+        dead.sent("m1", NOW)
+        dead.sending("m2")
+        dead.close()
 
     config = SmtpConfig(host=smtp_sink.host, port=smtp_sink.port, security="none",
                         from_address="support@example.com", from_name="IT Service Desk")
-    with TicketStore(path) as store:
+    with store_opener() as store:
         sender = OutboxSender(config, store, clock=lambda: NOW)
         try:
             assert store.outbound("m1").status == "sent" and store.outbound("m1").sent_at == NOW
@@ -66,14 +66,22 @@ def test_marks_left_by_a_killed_desk_are_folded_in_and_only_the_uncertain_mail_i
             sender.close()
         assert not store.pending_outbound()
     assert sorted(r for m in smtp_sink.messages() for r in m.rcpt_tos) == ["c2@cust.example", "c3@cust.example"]
-    assert path.with_name(path.name + ".sending").read_bytes() == b"", "emptied once the store holds the marks"
-    with TicketStore(path, readonly=True) as store:
+    with store_opener(readonly=True) as store:
         assert {m.id: m.status for m in store.outbox()} == {"m1": "sent", "m2": "sent", "m3": "sent"}
+        log = store.delivery_log()
+        try:
+            left = log.read()
+        finally:
+            log.close()
+    assert not left.sent and not left.uncertain, "emptied once the store holds the marks"
+    if store_kind == "tinydb":  # a file beside the store's
+        assert (tmp_path / "var" / "helpdesk.json.sending").read_bytes() == b""
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores
 @pytest.mark.parametrize("pipelining", [True, False])
-def test_refusals_and_rejections_read_the_same_with_and_without_pipelining(tmp_path, pipelining):
+def test_refusals_and_rejections_read_the_same_with_and_without_pipelining(store_opener, pipelining):
     from tests.mailservers import SmtpSink
 
     sink = SmtpSink(pipelining=pipelining).start()
@@ -81,7 +89,7 @@ def test_refusals_and_rejections_read_the_same_with_and_without_pipelining(tmp_p
         sink.refuse_recipients = {"gone@cust.example", "c2@cust.example"}
         config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
                             from_name="IT Service Desk", timeout_seconds=5)
-        with TicketStore(tmp_path / "s.json") as store:
+        with store_opener() as store:
             store.enqueue(mail(1, recipients=["c1@cust.example", "gone@cust.example"]))
             store.enqueue(mail(2))
             store.enqueue(mail(3))
@@ -108,7 +116,8 @@ def test_refusals_and_rejections_read_the_same_with_and_without_pipelining(tmp_p
 
 
 @pytest.mark.integration
-def test_a_refused_content_between_pipelined_mails_costs_only_that_mail(tmp_path):
+@pytest.mark.both_stores
+def test_a_refused_content_between_pipelined_mails_costs_only_that_mail(store_opener):
     """The next mail's envelope travels with each mail's content: a refusal in between is that mail's alone."""
     from tests.mailservers import SmtpSink
 
@@ -117,7 +126,7 @@ def test_a_refused_content_between_pipelined_mails_costs_only_that_mail(tmp_path
         sink.reject_content_to = {"c3@cust.example"}
         config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
                             from_name="IT Service Desk", timeout_seconds=5)
-        with TicketStore(tmp_path / "s.json") as store:
+        with store_opener() as store:
             for i in range(1, 7):
                 store.enqueue(mail(i))
             store.commit()
@@ -138,7 +147,8 @@ def test_a_refused_content_between_pipelined_mails_costs_only_that_mail(tmp_path
 
 
 @pytest.mark.integration
-def test_a_connection_lost_after_a_content_leaves_the_announced_mail_unsent(tmp_path):
+@pytest.mark.both_stores
+def test_a_connection_lost_after_a_content_leaves_the_announced_mail_unsent(store_opener):
     """The server goes away after a mail's content while the next one's envelope is out: nothing
     half-sent is taken, and the next round sends the rest once each."""
     from tests.mailservers import SmtpSink
@@ -148,7 +158,7 @@ def test_a_connection_lost_after_a_content_leaves_the_announced_mail_unsent(tmp_
         sink.drop_after_content_to = {"c2@cust.example"}
         config = SmtpConfig(host=sink.host, port=sink.port, security="none", from_address="support@example.com",
                             from_name="IT Service Desk", timeout_seconds=5)
-        with TicketStore(tmp_path / "s.json") as store:
+        with store_opener() as store:
             for i in range(1, 5):
                 store.enqueue(mail(i))
             store.commit()

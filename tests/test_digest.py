@@ -17,7 +17,6 @@ from maildesk.daemon.app import Desk
 from maildesk.daemon.config import load_config
 from maildesk.daemon.intake import add_to_digest
 from maildesk.model import Address, InboundMail
-from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
 from maildesk.workflow.digest import PERIOD
 from maildesk.workflow.intake import DeskContext, open_ticket
@@ -75,12 +74,13 @@ def test_a_flood_from_one_sender_is_still_caught_by_the_acknowledgement_limit():
     assert effects.outbound == [] and effects.digest == []
 
 
-def test_one_open_digest_per_recipients_and_at_most_one_per_ten_minutes(tmp_path):
+@pytest.mark.both_stores
+def test_one_open_digest_per_recipients_and_at_most_one_per_ten_minutes(store_opener):
     def entry(i, now):
         return open_ticket(new_mail(i), i, f"TS-{i:06d}", ctx(now, notify_digest_after=1,
                                                               team_notices_recent=1)).digest[0]
 
-    with TicketStore(tmp_path / "s.json") as store:
+    with store_opener() as store:
         add_to_digest(store, entry(1, T0), T0)
         add_to_digest(store, entry(2, T0 + timedelta(seconds=5)), T0 + timedelta(seconds=5))
         [digest] = store.pending_outbound()
@@ -117,6 +117,7 @@ def kinds(sink, kind):
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores
 def test_a_flood_gives_notifications_up_to_the_limit_then_one_digest_whose_links_reach_the_ticket(
         tmp_path, dovecot, mailbox, smtp_sink):
     limit, burst = 3, 8

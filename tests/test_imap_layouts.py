@@ -255,6 +255,7 @@ def test_new_ticket_is_acknowledged_and_filed_under_the_servers_folder_name(serv
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores  # what the store remembers decides here
 def test_follow_up_reply_joins_its_ticket(server, account, desk_config, smtp_sink):
     account.deliver(customer_mail("li@cust.example", "Printer jams", "Paper jam on floor 3."))
     run_once(desk_config)
@@ -311,6 +312,7 @@ def test_a_mail_somebody_else_flagged_deleted_is_neither_read_nor_expunged(serve
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores  # what the store remembers decides here
 def test_crash_before_and_after_the_commit_loses_and_doubles_nothing(server, account, desk_config, smtp_sink):
     """A mail that kills the daemon is quarantined after three attempts; a mail re-read after the commit
     (the move never happened) is recognised and filed without a second acknowledgement."""

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import email
+import hashlib
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -10,11 +12,12 @@ from maildesk.daemon.app import Desk
 from maildesk.daemon.config import load_config
 from maildesk.model import Address, OutboundMail, Ticket
 from maildesk.storage.base import open_store
-from maildesk.storage.store import TicketStore
 
 from .desk import CORPUS, SUPPORT, customer_mail, helpdesk, ticket, tickets, verified, write_config
 
 pytestmark = pytest.mark.integration
+# Every test here that reaches the store runs on TinyDB and on PostgreSQL (tests/conftest.py).
+both_stores = pytest.mark.both_stores
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def seed_ticket(config, number: int, customer: str, message_ids: list[str], subj
     """A ticket that exists before the test's mails arrive (as if opened weeks ago)."""
     cfg = load_config(config)
     now = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    with TicketStore(cfg.storage_path) as store:
+    with open_store(cfg) as store:
         while store.allocate_ticket_number() < number:
             pass
         store.save_ticket(Ticket(number=number, tag=store.format_tag(number), subject=subject,
@@ -53,6 +56,7 @@ def seed_ticket(config, number: int, customer: str, message_ids: list[str], subj
         store.commit()
 
 
+@both_stores
 def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
     # Tickets the corpus replies refer to, as if opened earlier.
     seed_ticket(desk_config, 17, "zhang.wei@customer.example", ["<ack.TS-000017.1@example.com>"],
@@ -144,6 +148,7 @@ def test_every_corpus_mail_has_its_outcome(desk_config, mailbox, smtp_sink):
     assert again.handled == 0 and len(smtp_sink.messages()) == before
 
 
+@both_stores
 def test_mail_without_message_id_processed_twice_gives_one_ticket(desk_config, mailbox, smtp_sink):
     raw = (CORPUS / "13-no-message-id.eml").read_bytes()
     mailbox.deliver(raw)
@@ -154,6 +159,7 @@ def test_mail_without_message_id_processed_twice_gives_one_ticket(desk_config, m
     assert [t["subject"] for t in tickets(desk_config, password=mailbox.password)] == ["Scanner driver"]
 
 
+@both_stores
 def test_customer_replies_join_their_ticket_and_strangers_get_their_own(desk_config, mailbox, smtp_sink):
     mailbox.deliver(customer_mail("wang@cust.example", "VPN drops every hour", "VPN disconnects.",
                                   message_id="<first@cust.example>"))
@@ -189,7 +195,8 @@ def test_customer_replies_join_their_ticket_and_strangers_get_their_own(desk_con
     assert not [m for m in smtp_sink.messages() if "wang@cust.example" in m.rcpt_tos]
 
 
-def test_cli_contract_json_fields(desk_config, mailbox, smtp_sink):
+@both_stores
+def test_cli_contract_json_fields(desk_config, mailbox, smtp_sink, store_kind):
     mailbox.deliver((CORPUS / "04-multipart-alternative-outlook-zh.eml").read_bytes())
     helpdesk(desk_config, "once", password=mailbox.password)
     listing = tickets(desk_config, password=mailbox.password)
@@ -206,12 +213,18 @@ def test_cli_contract_json_fields(desk_config, mailbox, smtp_sink):
     assert first["attachments"] == ["网络拓扑.pdf"]
     assert [m["direction"] for m in detail["messages"]] == ["in", "out", "out"]
     assert set(detail["events"][0]) >= {"at", "actor", "kind", "from_stage", "to_stage"}
-    # The attachment is kept, content-addressed, beside the store.
-    store_dir = desk_config.parent / "var"
-    blobs = [p for p in (store_dir / "helpdesk.attachments").rglob("*") if p.is_file()]
-    assert len(blobs) == 1 and blobs[0].read_bytes().startswith(b"%PDF-1.4")
+    # The attachment is kept in the store, content-addressed: its name is the SHA-256 of its bytes.
+    with open_store(load_config(desk_config), readonly=True) as store:
+        [kept] = store.get_ticket(1).messages[0].attachments
+        data = store.attachments.get(kept.sha256)
+    assert data.startswith(b"%PDF-1.4") and hashlib.sha256(data).hexdigest() == kept.sha256
+    if store_kind == "tinydb":  # the TinyDB store keeps it as a file beside its database
+        store_dir = desk_config.parent / "var"
+        blobs = [p for p in (store_dir / "helpdesk.attachments").rglob("*") if p.is_file()]
+        assert len(blobs) == 1 and blobs[0].read_bytes() == data
 
 
+@both_stores
 def test_oversized_and_unreadable_mail_is_quarantined_with_its_reason(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port, max_message_mb=0.05)
@@ -223,13 +236,14 @@ def test_oversized_and_unreadable_mail_is_quarantined_with_its_reason(tmp_path, 
     summary = run_once(config)
     assert summary.quarantined == 2 and summary.outcomes.get("ticket") == 1
     assert mailbox.count("Helpdesk/Quarantine") == 2 and mailbox.count("Helpdesk/Processed") == 1
-    with TicketStore(load_config(config).storage_path, readonly=True) as store:
+    with open_store(load_config(config), readonly=True) as store:
         reasons = sorted(r.reason for r in store.processed_records() if r.outcome == "quarantined")
     assert "larger than the limit" in reasons[0] and "no usable sender" in reasons[1]
     assert [m.rcpt_tos for m in smtp_sink.messages() if m.message["Auto-Submitted"] == "auto-replied"] == [
         ["ok@cust.example"]]
 
 
+@both_stores
 def test_ack_rate_limit_per_sender(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port, ack_limit_per_hour=3,
@@ -243,6 +257,7 @@ def test_ack_rate_limit_per_sender(tmp_path, dovecot, mailbox, smtp_sink):
     assert to.count("flood@cust.example") == 3 and to.count("calm@cust.example") == 1
 
 
+@both_stores
 def test_smtp_outage_keeps_mail_in_outbox_until_the_server_returns(desk_config, mailbox, smtp_sink):
     smtp_sink.stop()
     mailbox.deliver(customer_mail("patient@cust.example", "Monitor flickers", "It flickers."))
@@ -256,11 +271,14 @@ def test_smtp_outage_keeps_mail_in_outbox_until_the_server_returns(desk_config, 
     assert "patient@cust.example" in [r for m in smtp_sink.wait_for(2) for r in m.rcpt_tos]
 
 
-def test_second_instance_on_the_same_store_exits_with_a_clear_message(desk_config, mailbox):
+@both_stores
+def test_second_instance_on_the_same_store_exits_with_a_clear_message(desk_config, mailbox, store_kind):
     with Desk(load_config(desk_config)):
         proc = helpdesk(desk_config, "once", password=mailbox.password, check=False)
     assert proc.returncode == 3
-    assert "in use by another helpdesk process" in proc.stderr
+    # The message names the holder: the TinyDB lock file knows the process, the PostgreSQL lease the desk.
+    holder = {"tinydb": "process (pid", "postgres": "desk ("}[store_kind]
+    assert f"in use by another helpdesk {holder}" in proc.stderr and f"pid {os.getpid()})" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -278,6 +296,7 @@ def test_unusable_config_and_server_give_one_line_and_non_zero(tmp_path, dovecot
     assert "wrong-password" not in proc.stderr
 
 
+@both_stores
 def test_a_mail_committed_under_the_old_key_before_an_upgrade_is_not_handled_twice(desk_config, mailbox, smtp_sink):
     # Earlier versions keyed processed mail by the bare Message-ID; a mail committed that way but still
     # in the inbox when the desk was upgraded only leaves the inbox now.

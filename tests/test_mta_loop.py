@@ -77,6 +77,7 @@ def parsed(raw: bytes):
     return message_from_bytes(raw, policy=default_policy)
 
 
+@pytest.mark.both_stores
 def test_customer_mail_through_postfix_gets_its_answer_through_submission(servers, tmp_path):
     dovecot, postfix = servers
     desk = dovecot.add_user()
@@ -124,6 +125,7 @@ def test_customer_mail_through_postfix_gets_its_answer_through_submission(server
     assert any("It happened again at 10:00." in m["text"] for m in shown["messages"])
 
 
+@pytest.mark.both_stores
 def test_postfix_delivery_report_is_recorded_on_the_ticket_of_the_failed_mail(servers, tmp_path):
     """The customer's address accepts mail at their provider's MX but has no mailbox: Postfix's own
     bounce (multipart/report, returned message attached) comes back to the desk's address."""
@@ -157,6 +159,7 @@ def test_postfix_delivery_report_is_recorded_on_the_ticket_of_the_failed_mail(se
     assert len(sent_to) == 2
 
 
+@pytest.mark.both_stores
 def test_postfix_delay_notice_is_not_recorded_as_a_failed_delivery(servers, tmp_path):
     """Postfix's "Delayed Mail (still being retried)" (Action: delayed) is a warning: the mail may
     still arrive, so the ticket must not say it failed.  (slow.test's server is a closed port.)"""

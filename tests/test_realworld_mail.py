@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from maildesk.daemon.config import load_config
-from maildesk.storage.store import TicketStore
+from maildesk.storage.base import open_store
 
 from .desk import CORPUS, SUPERVISOR, SUPPORT, TECHNICIANS, customer_mail, helpdesk, ticket, tickets, write_config
 from .mailservers import SmtpSink
@@ -20,6 +20,7 @@ from .mailservers import SmtpSink
 REAL_WORLD = CORPUS / "real-world"
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.both_stores,  # on TinyDB and on PostgreSQL (tests/conftest.py)
     pytest.mark.skipif(not (REAL_WORLD / "MANIFEST.tsv").is_file(), reason=f"no real-world corpus at {REAL_WORLD}"),
 ]
 
@@ -60,7 +61,7 @@ def desk(tmp_path, dovecot, mailbox, sink):
 
 
 def processed(config) -> dict[str, str]:
-    with TicketStore(load_config(config).storage_path, readonly=True) as store:
+    with open_store(load_config(config), readonly=True) as store:
         return {r.reason: r.outcome for r in store.processed_records() if r.outcome == "quarantined"}
 
 

@@ -57,6 +57,7 @@ def to(sink, address, kind=None):
             (kind is None or m.message["Message-ID"].startswith(f"<{kind}."))]
 
 
+@pytest.mark.both_stores
 def test_a_new_desk_sends_no_late_report_for_the_weeks_before_it_started(world, smtp_sink):
     config, step = world
     step(at(11, 18, 15))  # first start on a Wednesday: week 46 ended before the desk existed
@@ -79,6 +80,7 @@ def test_the_demo_opens_without_a_late_report():
     assert "补发" not in proc.stdout and "director@example.com" not in proc.stdout.split("2. Zhang")[0]
 
 
+@pytest.mark.both_stores
 def test_rewards_sanctions_risks_and_self_service_by_mail(world, mailbox, smtp_sink):
     config, step = world
     customer = "liuyang@customer.example"
@@ -147,6 +149,7 @@ def test_rewards_sanctions_risks_and_self_service_by_mail(world, mailbox, smtp_s
     assert customer not in text and customer not in html and "l***@customer.example" in text
 
 
+@pytest.mark.both_stores
 def test_appraisal_mail_answers_by_reply_and_the_leadership_summary(world, mailbox, smtp_sink):
     config, step = world
     customer = "wang@cust.example"
@@ -203,6 +206,7 @@ def test_appraisal_mail_answers_by_reply_and_the_leadership_summary(world, mailb
     assert len(to(smtp_sink, DIRECTOR, "appraisal-summary")) == 1
 
 
+@pytest.mark.both_stores
 def test_internal_and_external_requests_are_told_apart(world, mailbox, smtp_sink):
     config, step = world
     text = config.read_text()
@@ -231,6 +235,7 @@ def test_internal_and_external_requests_are_told_apart(world, mailbox, smtp_sink
     assert "colleague@corp.example" not in text and "buyer@cust.example" not in html
 
 
+@pytest.mark.both_stores
 def test_similar_closed_cases_in_the_new_ticket_notification(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port)
@@ -260,6 +265,7 @@ def test_similar_closed_cases_in_the_new_ticket_notification(tmp_path, dovecot, 
     assert "certificate" not in to(smtp_sink, "b@other.example", "ack")[0].get_content()
 
 
+@pytest.mark.both_stores
 def test_monthly_summary_on_the_first_working_day(world, mailbox, smtp_sink):
     config, step = world
     step(at(11, 18, 16), mail("a@cust.example", "三楼打印机卡纸", "卡纸"), mail("b@cust.example", "二楼打印机卡纸", "卡"),

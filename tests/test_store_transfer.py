@@ -103,8 +103,9 @@ def test_a_damaged_export_is_refused_and_nothing_is_imported(tmp_path, pg):
             import_store(store, tmp_path / "cut.jsonl")
 
 
-def test_import_refuses_a_store_that_is_not_empty(tmp_path):
-    with TicketStore(tmp_path / "a" / "helpdesk.json") as store:
+@pytest.mark.both_stores
+def test_import_refuses_a_store_that_is_not_empty(tmp_path, store_opener):
+    with store_opener() as store:
         fill(store)
         export_store(store, tmp_path / "x.jsonl")
         with pytest.raises(StoreError, match="not empty"):

@@ -167,6 +167,7 @@ def test_references_and_tags_come_before_the_thread_index():
 # -- through real servers -----------------------------------------------------------------------
 
 @pytest.mark.integration
+@pytest.mark.both_stores
 def test_outlook_reply_without_references_finds_its_ticket(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(tmp_path, imap_port=mailbox.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port)

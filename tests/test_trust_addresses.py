@@ -16,7 +16,7 @@ import pytest
 
 from maildesk.daemon.config import load_config
 from maildesk.parsers import headers
-from maildesk.storage.store import TicketStore
+from maildesk.storage.base import open_store
 
 from .desk import CORPUS, SUPPORT, customer_mail, helpdesk, ticket, tickets, write_config
 
@@ -176,6 +176,7 @@ def resolve_mail(from_line: str, subject: str, in_reply_to: str) -> bytes:
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores
 @pytest.mark.parametrize("from_line", ["alice@example.com <eve@evil.test>",
                                        '"Alice Wang" <alice@example.com>eve@evil.test'])
 def test_a_from_line_that_fools_the_lenient_parser_does_not_act_as_staff(tmp_path, dovecot, mailbox, smtp_sink,
@@ -200,7 +201,7 @@ def test_a_from_line_that_fools_the_lenient_parser_does_not_act_as_staff(tmp_pat
                 and not m.message["Message-ID"].startswith("<ack.")], "nothing but the ack reaches the customer"
     # The mail has no usable sender: it waits in the quarantine folder, on no ticket.
     assert mailbox.count("Helpdesk/Quarantine") == 1
-    with TicketStore(load_config(config).storage_path, readonly=True) as store:
+    with open_store(load_config(config), readonly=True) as store:
         [reason] = [r.reason for r in store.processed_records() if r.outcome == "quarantined"]
     assert "no usable sender" in reason
     for listed in tickets(config, password=mailbox.password):

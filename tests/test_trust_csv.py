@@ -105,6 +105,7 @@ def staff_mail(sender: str, subject: str, body: str, in_reply_to: str) -> bytes:
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores
 def test_the_report_mail_csv_carries_no_formula_from_mail(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(
         tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username, imap_password=mailbox.password,

@@ -175,6 +175,7 @@ def raw_characters(text: str, pattern=UNSAFE) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.both_stores
 def test_hostile_characters_from_mail_reach_neither_terminal_nor_log(tmp_path, dovecot, mailbox, smtp_sink):
     config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
                           imap_password=mailbox.password, smtp_port=smtp_sink.port, notify_unassigned="none",

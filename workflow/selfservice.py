@@ -41,7 +41,7 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9+#.-]*")
 
 
 class StaffReader(Protocol):
-    """What self-service reads from the store (``TicketStore`` has all of it)."""
+    """What self-service reads from the store (every ``Store`` has all of it)."""
 
     def get_ticket(self, number: int) -> Ticket | None: ...
     def open_tickets(self, *, with_messages: bool = True): ...
