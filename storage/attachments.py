@@ -21,14 +21,6 @@ from maildesk.storage.journal import fsync_dir
 SYNC_THREADS = 8
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class AttachmentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -64,11 +56,11 @@ class AttachmentStore:
         files = sorted(self._unsynced)
         folders = sorted({f.parent for f in files})
         if len(files) == 1:
-            _fsync_file(files[0])
+            fsync_dir(files[0])  # opened read-only and fsynced: the same for a file as for a folder
             fsync_dir(folders[0])
         else:
             with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(files))) as pool:
-                list(pool.map(_fsync_file, files))  # the data first, then the names that point to it
+                list(pool.map(fsync_dir, files))  # the data first, then the names that point to it
                 list(pool.map(fsync_dir, folders))
         # Only now: after a failure they are synced by the next commit, which refers to them too.
         self._unsynced.difference_update(files)
