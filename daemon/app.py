@@ -58,6 +58,10 @@ def _utc_now() -> datetime:
 
 
 class Desk:
+    # Whether the next batch is handled while the outbox is sent (False: one after the other,
+    # for tests that compare the two).
+    overlap_intake = True
+
     def __init__(self, config: Config, clock: Callable[[], datetime] = _utc_now, *,
                  store: Store | None = None) -> None:
         # ``clock`` is the desk's idea of now for tickets, timers and reports (tests set it).
@@ -69,7 +73,8 @@ class Desk:
         self.sender = OutboxSender(config.smtp, self.store, clock=clock,
                                    on_permanent_failure=self._tell_supervisor_of_failure)
         self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock,
-                                   parser=parser_for(1 if config.imap.parse_ahead else 0))
+                                   parser=parser_for(1 if config.imap.parse_ahead else 0),
+                                   outbox_in_flight=lambda: self.sender.in_flight)
         self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
         # Imported here, not with the module: `run` installs its signal handlers before building the Desk.
@@ -122,17 +127,21 @@ class Desk:
 
     # -- one pass -----------------------------------------------------------------------
     def drain_inbox(self, summary: RunSummary, should_stop: Callable[[], bool] = lambda: False) -> None:
-        while not should_stop():
-            batch = self.intake.run_batch()
+        if should_stop():
+            return
+        batch = self.intake.run_batch()
+        summary.add(batch)
+        while batch.handled and not should_stop():
+            # Acknowledge as we go: customers should not wait for a big backlog.  While the
+            # SMTP server takes this batch's mail, the next batch is handled in the waits.
+            following = self.intake.begin_batch() if self.overlap_intake else None
+            self.deliver_outbox(summary, meanwhile=following.step if following else lambda: None)
+            batch = following.finish() if following else self.intake.run_batch()
             summary.add(batch)
-            if batch.handled == 0:
-                return
-            # Acknowledge as we go: customers should not wait for a big backlog.
-            self.deliver_outbox(summary)
 
-    def deliver_outbox(self, summary: RunSummary) -> None:
+    def deliver_outbox(self, summary: RunSummary, meanwhile: Callable[[], None] = lambda: None) -> None:
         self._prepare_smtp_login()
-        sent, deferred = self.sender.deliver_due()
+        sent, deferred = self.sender.deliver_due(meanwhile=meanwhile)
         summary.sent += sent
         summary.deferred += deferred
 

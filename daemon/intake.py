@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -55,12 +56,58 @@ class _NextBatch:
     parsed: ParsedBatch
 
 
+# Yielded by a batch whose next piece must not run inside the sender's round (see _batch).
+OUTSIDE_ROUND = object()
+
+
 @dataclass
 class BatchResult:
     handled: int = 0
     moved: int = 0
     quarantined: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class BatchInProgress:
+    """A batch being handled a piece at a time, while the desk waits for the SMTP server.
+
+    ``step()`` does one piece (fetch, one mail, the commit and the move) and
+    never raises: a failure stops the stepping and is raised by ``finish()``,
+    which does whatever is left.  So an IMAP or store error in the middle of
+    the sender's round cannot be mistaken for a failure of the mail being
+    sent, and it reaches the main loop just as it would without the overlap.
+    Suspects (mails in flight when the desk last died) are handled by
+    ``finish()`` only, after the round.
+    """
+
+    def __init__(self, steps: Iterator[Future | object | None], result: BatchResult) -> None:
+        self._steps = steps
+        self._result = result
+        self._error: Exception | None = None
+        self._done = False
+        self._held = False
+
+    def step(self) -> None:
+        if self._done or self._held:
+            return
+        try:
+            # A future yielded here is not waited for: the next step asks again.
+            if next(self._steps) is OUTSIDE_ROUND:
+                self._held = True  # the rest waits for finish()
+        except StopIteration:
+            self._done = True
+        except Exception as exc:  # noqa: BLE001 - kept for finish(), which runs outside the round
+            self._error, self._done = exc, True
+
+    def finish(self) -> BatchResult:
+        if self._error is not None:
+            raise self._error
+        if not self._done:
+            for pending in self._steps:
+                if isinstance(pending, Future):
+                    wait([pending])
+            self._done = True
+        return self._result
 
 
 @lru_cache(maxsize=8)
@@ -85,8 +132,12 @@ def context_for(config: Config, renderer: Renderer, now: datetime) -> DeskContex
     return replace(_context_template(config, renderer), now=now)
 
 
-def apply_effects(store: TicketStore, effects: Effects, now: datetime) -> None:
-    """Write what a mail (or a timer) caused into the store, in memory until the commit."""
+def apply_effects(store: TicketStore, effects: Effects, now: datetime,
+                  in_flight: Collection[str] = frozenset()) -> None:
+    """Write what a mail (or a timer) caused into the store, in memory until the commit.
+
+    ``in_flight``: ids of outbox entries the sender is sending right now; they are not changed.
+    """
     for blob in effects.blobs:
         store.attachments.put(blob)
     if effects.ticket is not None:
@@ -104,27 +155,29 @@ def apply_effects(store: TicketStore, effects: Effects, now: datetime) -> None:
     if effects.team_noticed:
         store.record_ack(TEAM_NOTICES, now, keep=PERIOD)
     for entry in effects.digest:
-        add_to_digest(store, entry, now)
+        add_to_digest(store, entry, now, in_flight)
 
 
 def team_notices_since(store: TicketStore, now: datetime) -> int:
     return store.acks_since(TEAM_NOTICES, now - PERIOD)
 
 
-def add_to_digest(store: TicketStore, entry: DigestEntry, now: datetime) -> None:
+def add_to_digest(store: TicketStore, entry: DigestEntry, now: datetime,
+                  in_flight: Collection[str] = frozenset()) -> None:
     """Append a folded ticket to its recipients' open digest, or open one.
 
     A digest is an outbox entry, pending until its time, under an id made of
     the recipients and a 10-minute slot, so the open one is found without an
     index: it can only be in this slot, the one before or the one after.  A
     new digest goes out at once unless the recipients got one less than 10
-    minutes ago; then 10 minutes after that one.
+    minutes ago; then 10 minutes after that one.  A digest the sender is sending right
+    now counts as sent: what it holds is on the wire already.
     """
     slot = slot_of(now)
     found = {}
     for k in (slot, slot - 1, slot + 1):  # in a flood the first one looked at is the open one
         found[k] = open_one = store.outbound(digest_id(entry.recipients, k))
-        if open_one is not None and open_one.status == "pending":
+        if open_one is not None and open_one.status == "pending" and open_one.id not in in_flight:
             store.update_outbound(with_entry(open_one, entry))
             return
     due = now
@@ -153,8 +206,11 @@ def directory_from(config: Config) -> Directory:
 class IntakeRunner:
     def __init__(self, config: Config, store: TicketStore, mailbox: Mailbox, renderer: Renderer,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *,
-                 parser: BatchParser | None = None) -> None:
+                 parser: BatchParser | None = None,
+                 outbox_in_flight: Callable[[], Collection[str]] = frozenset) -> None:
         self.config = config
+        # The outbox entries being sent while this runner works (see BatchInProgress).
+        self.outbox_in_flight = outbox_in_flight
         self.store = store
         self.mailbox = mailbox
         self.renderer = renderer
@@ -166,37 +222,61 @@ class IntakeRunner:
 
     def run_batch(self) -> BatchResult:
         """Handle up to one batch of waiting mail; returns what happened."""
+        return self.begin_batch().finish()
+
+    def begin_batch(self) -> "BatchInProgress":
+        """The next batch, handled piece by piece by ``step()`` (in the sender's waits) and
+        completed by ``finish()``.  Nothing happens until the first step."""
         result = BatchResult()
-        uids = self.mailbox.waiting_uids()[: self.config.imap.batch_size]
+        return BatchInProgress(self._batch(result), result)
+
+    def _batch(self, result: BatchResult) -> Iterator[Future | object | None]:
+        """The work of one batch, suspended between mails: each ``yield`` is a point where the
+        store holds only whole mails' effects, so a commit made meanwhile (the sender's) commits
+        nothing half done.  A yielded future is what the next piece waits for."""
+        waiting = self.mailbox.waiting_uids()
+        size = self.config.imap.batch_size
+        uids = waiting[:size]
         ahead, self._next = self._next, None
         if not uids:
-            return result
+            return
         if ahead is not None and (ahead.session, ahead.uids) == (self.mailbox.sessions, uids):
             fetched, parsed = ahead.fetched, ahead.parsed
         else:
             fetched, parsed = self._fetch(uids)
+        following = waiting[size:2 * size]
+        if self.parser.parses_ahead and following:
+            # A backlog: the batch after this one is parsed elsewhere while the desk handles this
+            # one and sends its mail.  Used only if the same mails are still the next ones waiting.
+            self._next = _NextBatch(self.mailbox.sessions, following, *self._fetch(following))
         hashes = {f.uid: _raw_key(f) for f in fetched}
         mails = {f.uid: (parsed, i) for i, f in enumerate(fetched)}
         # Mails that were in flight when the daemon last died are handled one
         # at a time, so a poison mail cannot drag its batch neighbours to quarantine.
         suspects = [f for f in fetched if self.store.attempts(hashes[f.uid]) > 0]
         groups = [[f] for f in suspects] if suspects else [fetched]
+        if suspects:
+            # A death while a suspect is handled alone counts against it: not while the sender
+            # works too, or a death the sending caused would be blamed on an innocent mail.
+            yield OUTSIDE_ROUND
         for group in groups:
-            self._run_group(group, hashes, mails, result)
-        if self.parser.parses_ahead and len(uids) == self.config.imap.batch_size:
-            # A backlog: the next batch is parsed elsewhere while the desk sends this one's mail.
-            # Used only if the same mails are still the next ones waiting (run_batch checks).
-            following = self.mailbox.waiting_uids()[: self.config.imap.batch_size]
-            if following:
-                self._next = _NextBatch(self.mailbox.sessions, following, *self._fetch(following))
-        return result
+            yield from self._run_group(group, hashes, mails, result)
 
     def _fetch(self, uids: list[int]) -> tuple[list[Fetched], ParsedBatch]:
         fetched = self.mailbox.fetch(uids, self.config.tickets.max_message_bytes)
         return fetched, self.parser.parse([f.data for f in fetched], self.config.tickets.max_attachment_bytes)
 
     def _run_group(self, group: list[Fetched], hashes: dict[int, str],
-                   mails: dict[int, tuple[ParsedBatch, int]], result: BatchResult) -> None:
+                   mails: dict[int, tuple[ParsedBatch, int]], result: BatchResult) -> Iterator[Future | None]:
+        # A mail handled alone is a suspect: a death between its attempt and its commit counts
+        # against it, so that window holds nothing but its handling (not the wait for its parse).
+        # In a batch, a death while the sender works only makes the batch's mails suspects.
+        alone = len(group) == 1
+        yield None
+        if alone:
+            batch, index = mails[group[0].uid]
+            while (parsing := batch.pending(index)) is not None:
+                yield parsing
         to_processed: list[int] = []
         to_quarantine: list[int] = []
         poisoned: list[Fetched] = []
@@ -208,6 +288,11 @@ class IntakeRunner:
         self.store.commit()
 
         for f in group:
+            if not alone:
+                yield None
+                batch, index = mails[f.uid]
+                while (parsing := batch.pending(index)) is not None:
+                    yield parsing  # the helper is parsing this mail right now
             started = time.perf_counter()
             if f in poisoned:
                 outcome = self._quarantine(f, hashes[f.uid],
@@ -223,6 +308,8 @@ class IntakeRunner:
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
             log.debug("uid %s handled in %.1f ms", f.uid, (time.perf_counter() - started) * 1000)
 
+        if not alone:
+            yield None
         self.store.commit()
         # The effects are durable: now, and only now, the mails may leave the inbox.
         self.mailbox.move(to_processed, self.config.imap.processed_folder)
@@ -280,7 +367,7 @@ class IntakeRunner:
         return handle(mail, route, ctx)
 
     def _apply(self, effects: Effects, mail: InboundMail, now: datetime) -> None:
-        apply_effects(self.store, effects, now)
+        apply_effects(self.store, effects, now, self.outbox_in_flight())
         self.store.record_processed(mail.key, effects.outcome,
                                     ticket=effects.ticket.tag if effects.ticket else None,
                                     reason=effects.reason, at=now)

@@ -47,6 +47,9 @@ class ParsedBatch(Protocol):
     def mail(self, index: int) -> InboundMail | None:
         """The ``index``-th mail of the batch, parsed (None for a mail fetched without its bytes)."""
 
+    def pending(self, index: int = 0) -> Future | None:
+        """What ``mail(index)`` would wait for now, or None when it would not wait."""
+
 
 class BatchParser(Protocol):
     # Whether parsing the next batch early gains anything (it does when another process parses it).
@@ -67,6 +70,9 @@ class _Later:
         data = self._datas[index]
         return None if data is None else parse_mail(data, max_attachment_bytes=self._max)
 
+    def pending(self, index: int = 0) -> Future | None:
+        return None
+
 
 class InProcessParser:
     """Every mail parsed by the desk itself, just before it is handled."""
@@ -81,25 +87,61 @@ class InProcessParser:
 
 
 class _Ahead:
-    """A batch being parsed by the helper process."""
+    """A batch being parsed by the helper process, a few mails per request.
 
-    def __init__(self, owner: "HelperProcessParser", future: Future, datas: Sequence[bytes | None],
+    The helper takes the requests in order; whatever it has not started when
+    the desk needs it, the desk takes back and parses itself.  So when the
+    helper is the slower of the two (its core also serves the mail servers),
+    the desk does not wait for it with nothing to do: the work is shared out
+    without a tuning knob.
+    """
+
+    def __init__(self, owner: "HelperProcessParser", chunks: list[Future], datas: Sequence[bytes | None],
                  max_attachment_bytes: int) -> None:
         self._owner = owner
-        self._future = future
+        self._chunks = chunks
         self._fallback = _Later(datas, max_attachment_bytes)
-        self._mails: list[InboundMail | None] | None = None
+        self._results: dict[int, list[InboundMail | None] | None] = {}  # chunk -> mails; None: the desk's
+        self._lost = False
+        self.taken_back = 0  # requests the desk took back from the helper's queue and parsed itself
+
+    def _chunk(self, index: int) -> list[InboundMail | None] | None:
+        number = index // CHUNK
+        if number not in self._results:
+            future = self._chunks[number]
+            if future.cancel():
+                self._results[number] = None  # not started: the desk parses it
+                self.taken_back += 1
+            else:
+                try:
+                    self._results[number] = future.result()
+                except Exception as exc:  # noqa: BLE001 - the helper died or broke: the desk parses itself
+                    for other in self._chunks:
+                        other.cancel()
+                    if not self._lost:
+                        self._lost = True
+                        self._owner.lost(exc)  # once per batch, not once per request the helper held
+                    self._results[number] = None
+        return self._results[number]
 
     def mail(self, index: int) -> InboundMail | None:
-        if self._mails is None:
-            try:
-                self._mails = self._future.result()
-            except Exception as exc:  # noqa: BLE001 - the helper died or broke: the desk parses itself
-                self._owner.lost(exc)
-                self._mails = []
-        if self._mails:
-            return self._mails[index]
+        mails = self._chunk(index)
+        if mails is not None:
+            return mails[index % CHUNK]
         return self._fallback.mail(index)
+
+    def pending(self, index: int = 0) -> Future | None:
+        number = index // CHUNK
+        if number in self._results:
+            return None
+        future = self._chunks[number]
+        # Started (or handed to the helper's queue) and not done: ``mail()`` would wait for it.
+        return future if future.running() else None
+
+
+# Mails per request to the helper: small enough that the desk takes back most of what the
+# helper cannot get to in time, large enough that a request costs little.
+CHUNK = 5
 
 
 class HelperProcessParser:
@@ -120,12 +162,15 @@ class HelperProcessParser:
         return self._pool
 
     def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch:
+        datas = list(datas)
         try:
-            future = self._executor().submit(_parse_all, list(datas), max_attachment_bytes)
+            executor = self._executor()
+            chunks = [executor.submit(_parse_all, datas[i:i + CHUNK], max_attachment_bytes)
+                      for i in range(0, len(datas), CHUNK)]
         except Exception as exc:  # noqa: BLE001 - e.g. no processes left on the machine
             self.lost(exc)
             return _Later(datas, max_attachment_bytes)
-        return _Ahead(self, future, datas, max_attachment_bytes)
+        return _Ahead(self, chunks, datas, max_attachment_bytes)
 
     def lost(self, exc: BaseException) -> None:
         log.warning("the parsing helper process failed (%s: %s); this batch is parsed by the desk itself",

@@ -26,6 +26,7 @@ import re
 import time
 import zlib
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from email import policy as email_policy
@@ -481,6 +482,8 @@ class OutboxSender:
         self.unreachable: str | None = None
         self._log = store.delivery_log()  # a file beside a TinyDB store, a table in PostgreSQL
         self._marks = 0  # sent marks not yet in a store commit
+        # Ids of the entries of the round being sent: their stored versions are the sender's to change.
+        self.in_flight: frozenset[str] = frozenset()
         # Now, before intake touches the outbox (a pending digest grows): what a killed desk had sent.
         self._recover()
 
@@ -518,15 +521,26 @@ class OutboxSender:
         times = [m.next_attempt_at or m.created_at for m in pending]
         return min(times) if times else None
 
-    def deliver_due(self, now: datetime | None = None) -> tuple[int, int]:
-        """Send every due entry over one connection; returns (sent, failed-or-deferred)."""
+    def deliver_due(self, now: datetime | None = None, meanwhile: Callable[[], None] = lambda: None
+                    ) -> tuple[int, int]:
+        """Send every due entry; returns (sent, failed-or-deferred).
+
+        ``meanwhile`` is called while the server takes a mail's content: a short piece of
+        other work (the next batch's intake) that must not raise and may change the store,
+        but not the entries of this round (``in_flight``), whose outcomes are being written.
+        """
         now = now or self.clock()
         due = [m for m in self.store.pending_outbound() if (m.next_attempt_at or m.created_at) <= now]
         if not due:
             return 0, 0
-        return self._loop.run_until_complete(self._deliver(due))
+        self.in_flight = frozenset(m.id for m in due)
+        try:
+            return self._loop.run_until_complete(self._deliver(due, meanwhile))
+        finally:
+            self.in_flight = frozenset()
 
-    async def _deliver(self, due: list[OutboundMail]) -> tuple[int, int]:
+    async def _deliver(self, due: list[OutboundMail], meanwhile: Callable[[], None] = lambda: None
+                       ) -> tuple[int, int]:
         """Send over up to ``smtp.connections`` connections at once.
 
         A recipient's mails always travel on the same connection, in the order
@@ -538,7 +552,7 @@ class OutboxSender:
             lanes[zlib.crc32(",".join(mail.recipients).encode()) % len(lanes)].append(mail)
         started = time.monotonic()
         try:
-            results = await asyncio.gather(*(self._deliver_lane(lane) for lane in lanes if lane))
+            results = await asyncio.gather(*(self._deliver_lane(lane, meanwhile) for lane in lanes if lane))
         finally:
             self._commit_marks()
         sent, problems = sum(r[0] for r in results), sum(r[1] for r in results)
@@ -549,7 +563,8 @@ class OutboxSender:
                      f"; {problems} failed or deferred" if problems else "")
         return sent, problems
 
-    async def _deliver_lane(self, due: list[OutboundMail]) -> tuple[int, int]:
+    async def _deliver_lane(self, due: list[OutboundMail], meanwhile: Callable[[], None] = lambda: None
+                            ) -> tuple[int, int]:
         c = self.config
         client = aiosmtplib.SMTP(
             hostname=c.host, port=c.port, timeout=c.timeout_seconds,
@@ -582,6 +597,10 @@ class OutboxSender:
                 while len(built) < 2 and (mail := next(waiting, None)) is not None:
                     built.append(self._built(mail))
 
+            def while_the_server_works() -> None:
+                build_ahead()
+                meanwhile()
+
             build_ahead()
             while built:
                 mail, out = built.popleft()
@@ -593,7 +612,7 @@ class OutboxSender:
                     outcome = await self._deliver_one(
                         client, mail, out, pipeline,
                         (following[0].id, following[1]) if following is not None and following[1] else None,
-                        meanwhile=build_ahead)
+                        meanwhile=while_the_server_works)
                     build_ahead()  # if the mail failed before its content went out
                 if outcome == _SENT:
                     # The mark is in the delivery log already (a kill cannot undo it); the store

@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo
 from maildesk.model import STAGES, Event, PlanItem, StaffRecord, Ticket
 
 RESOLVED = ("feedback", "closed")
+# Carried-over cases the report lists by name (overdue first, then the oldest); the rest are counted.
+CARRIED_LISTED = 30
 REOPEN_KINDS = ("reopened", "reopen", "customer-not-solved")
 NOT_STAFF_ACTIONS = ("command-rejected",)
 
@@ -156,6 +158,37 @@ class OpenCase:
 
 
 @dataclass(frozen=True)
+class TicketRow:
+    """A ticket received or closed in the week, as the report's CSV lists it.
+
+    The hours are computed by the store from the ticket's events, so nothing after the store needs a
+    ticket's history: at a million stored tickets a week holds some 20,000 of them.
+    """
+
+    number: int
+    tag: str
+    subject: str
+    customer: str
+    stage: str
+    assignee: str | None
+    priority: str
+    created_at: datetime
+    first_response_hours: float | None  # to the first action by staff
+    resolution_hours: float | None  # to the last move to feedback (or straight to closed)
+    rating: int | None
+    summary: str
+    lessons: str
+
+    @classmethod
+    def of(cls, t: Ticket, staff: frozenset[str]) -> "TicketRow":
+        fr = first_response(t, staff)
+        res = resolution_events(t)
+        return cls(t.number, t.tag, t.subject, t.customer, t.stage, t.assignee, t.priority, t.created_at,
+                   _hours(t.created_at, fr.at) if fr else None, _hours(t.created_at, res[-1].at) if res else None,
+                   t.rating, t.summary, t.lessons)
+
+
+@dataclass(frozen=True)
 class Risk:
     """A technical problem or risk reported on a ticket (``#risk``)."""
 
@@ -213,12 +246,16 @@ class WeeklyReport:
     trend: list[WeekCounts]
     closed_cases: list[ClosedCase]
     recurring: list[Recurring]
+    # The open cases the report names (the first CARRIED_LISTED, overdue first, then the oldest), and
+    # how many there are: at a million tickets some 60,000, which nobody reads one by one.
     carried_over: list[OpenCase]
+    carried_over_count: int
+    overdue_count: int
     plans: list[PlanItem]
     suggestions: list[Suggestion]
     technicians: list[TechnicianScore]
     stage_wait_hours: dict[str, float]
-    tickets_of_week: list[Ticket]
+    tickets_of_week: list[TicketRow]
     risks: list[Risk] = field(default_factory=list)
     # {"internal": ..., "external": ...} when team.internal_domains is configured, else empty.
     by_origin: dict[str, OriginFigures] = field(default_factory=dict)
@@ -238,8 +275,8 @@ class WeeklyReport:
             "csat_distribution": {str(k): v for k, v in self.csat_distribution.items()},
             "trend": [vars(w) for w in self.trend],
             "recurring": [{"term": r.term, "count": r.count, "tickets": list(r.tags)} for r in self.recurring],
-            "carried_over": len(self.carried_over),
-            "overdue": sum(1 for c in self.carried_over if c.overdue),
+            "carried_over": self.carried_over_count,
+            "overdue": self.overdue_count,
             "plans": [p.text for p in self.plans],
             "suggestions": [{"kind": s.kind, **s.params} for s in self.suggestions],
             "stage_wait_hours": {k: _round(v) for k, v in self.stage_wait_hours.items()},
@@ -342,10 +379,14 @@ def _join_pairs(terms: list[str]) -> list[str]:
     return terms
 
 
-def recurring_topics(tickets: Iterable[Ticket], minimum: int = 3, limit: int = 5) -> list[Recurring]:
+def recurring_topics(tickets: Iterable[Ticket | TicketRow], minimum: int = 3, limit: int = 5) -> list[Recurring]:
     by_term: dict[str, list[str]] = defaultdict(list)
+    seen: dict[str, set[str]] = {}  # subjects repeat ("打印机卡纸"): each is read once
     for t in tickets:
-        for term in topics(t.subject):
+        terms = seen.get(t.subject)
+        if terms is None:
+            terms = seen[t.subject] = topics(t.subject)
+        for term in terms:
             by_term[term].append(t.tag)
     groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for term, tags in by_term.items():
@@ -447,12 +488,15 @@ def weekly_report(week: Week, tickets: Sequence[Ticket], records: Sequence[Staff
                                  next((_hours(t.created_at, e.at) for e in resolution_events(t)), None))
                       for t in sorted(closed_in_week, key=lambda t: t.number)],
         recurring=recurring_topics(received + [t for t in closed_in_week if t not in received]),
-        carried_over=carried,
+        carried_over=carried[:CARRIED_LISTED],
+        carried_over_count=len(carried),
+        overdue_count=sum(1 for c in carried if c.overdue),
         plans=[p for p in plans if start <= p.at < end],
         suggestions=[],
         technicians=scores,
         stage_wait_hours=stage_wait,
-        tickets_of_week=sorted({t.number: t for t in received + closed_in_week}.values(), key=lambda t: t.number),
+        tickets_of_week=[TicketRow.of(t, policy.staff) for t in
+                         sorted({t.number: t for t in received + closed_in_week}.values(), key=lambda t: t.number)],
     )
     report.suggestions = _suggestions(report, week, tickets)
     report.risks = risks_between(tickets, start, end)
@@ -579,7 +623,7 @@ def _suggestions(report: WeeklyReport, week: Week, tickets) -> list[Suggestion]:
         stage, hours = max(report.stage_wait_hours.items(), key=lambda kv: kv[1])
         if hours >= 1:
             found.append(Suggestion("slow-stage", {"stage": stage, "hours": round(hours, 1)}))
-    overdue = sum(1 for c in report.carried_over if c.overdue)
+    overdue = report.overdue_count
     if overdue:
         found.append(Suggestion("overdue", {"count": overdue}))
     if report.sla_met_rate is not None and report.sla_met_rate < 0.9:

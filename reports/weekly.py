@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from maildesk.daemon.config import Config
 from maildesk.model import Address, OutboundMail, OutboundPart
 from maildesk.reports.periods import desk_origin
-from maildesk.reports.metrics import Policy, Week, WeeklyReport, first_response, resolution_events
+from maildesk.reports.metrics import Policy, Week, WeeklyReport
 from maildesk.storage.base import Store
 from maildesk.templates import Renderer
 
@@ -111,19 +111,16 @@ def ticket_csv(report: WeeklyReport, config: Config, mask) -> bytes:
     inert (``spreadsheet_text``); the figures computed here are written as numbers.
     """
     tz = config.report.timezone
-    staff = policy_for(config).staff
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["ticket", "subject", "customer", "stage", "assignee", "priority", "created_at",
                      "first_response_hours", "resolution_hours", "rating", "summary", "lessons"])
-    for t in report.tickets_of_week:
-        fr = first_response(t, staff)
-        res = resolution_events(t)
+    for t in report.tickets_of_week:  # reports.metrics.TicketRow: the hours are the store's
+        fr, res = t.first_response_hours, t.resolution_hours
         row = [
             t.tag, t.subject, mask(t.customer), t.stage, t.assignee or "", t.priority,
             t.created_at.astimezone(tz).isoformat(timespec="minutes"),
-            round((fr.at - t.created_at).total_seconds() / 3600, 2) if fr else "",
-            round((res[-1].at - t.created_at).total_seconds() / 3600, 2) if res else "",
+            "" if fr is None else round(fr, 2), "" if res is None else round(res, 2),
             t.rating or "", t.summary, t.lessons,
         ]
         writer.writerow([spreadsheet_text(cell) if isinstance(cell, str) else cell for cell in row])

@@ -5,9 +5,11 @@ tickets; building those for the nine weeks a report shows means decoding
 every active ticket document (83 s at a million tickets).  Here the figures
 over many tickets are SQL over ``ticket_events`` (one row per event, kept by
 a trigger, migration 0003) and the tickets' columns, and Python only builds
-what is a short list (closed cases, risks, comments, the week's tickets for
-the CSV, the topics of subjects).  The result is the very same
-``WeeklyReport``; ``tests/test_report_sql.py`` holds the two side by side.
+what is a short list (closed cases, risks, comments, the topics of
+subjects), the week's tickets as the CSV's rows (their hours computed in
+SQL, no histories) and the open cases the report names (the rest are
+counted in SQL).  The result is the very same ``WeeklyReport``;
+``tests/test_report_sql.py`` holds the two side by side.
 
 How the definitions map to SQL (read metrics.py beside this):
 
@@ -39,12 +41,12 @@ import gc
 import statistics
 from collections import Counter
 from collections.abc import Callable
-from operator import itemgetter
+from datetime import datetime, timedelta, timezone
 
-from maildesk.model import STAGES, Event, Ticket
-from maildesk.reports.metrics import (NOT_STAFF_ACTIONS, REOPEN_KINDS, ClosedCase, OpenCase, OriginFigures, Policy,
-                                      Risk, Suggestion, Week, WeekCounts, WeeklyReport, _hours, _scorecard,
-                                      _suggestions, percentile, recurring_topics, resolution_events, topics)
+from maildesk.model import STAGES
+from maildesk.reports.metrics import (CARRIED_LISTED, NOT_STAFF_ACTIONS, REOPEN_KINDS, ClosedCase, OpenCase,
+                                      OriginFigures, Policy, Risk, Suggestion, TicketRow, Week, WeekCounts,
+                                      WeeklyReport, _scorecard, _suggestions, percentile, recurring_topics, topics)
 from maildesk.storage.codec import plan_from_doc, record_from_doc
 
 Read = Callable[..., object]  # PostgresStore._read: (sql, params) -> cursor
@@ -76,8 +78,8 @@ FIRST_RESPONSE = ("LEFT JOIN LATERAL (SELECT f.at FROM ticket_events f WHERE f.n
 def weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
     # These queries are many short index walks: compiling them (JIT) would cost more than running them.
     jit = read("SELECT current_setting('jit'), set_config('jit', 'off', false)").fetchone()[0]
-    # Some 150,000 objects that all live on (a million tickets: the week's tickets, events and open
-    # cases): the cyclic collector would walk them again and again while they are built, for nothing.
+    # Some 50,000 objects that all live on (a million tickets: the week's tickets and cases): the
+    # cyclic collector would walk them again and again while they are built, for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -98,21 +100,19 @@ def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
          "internal": sorted(policy.internal_domains), "fr_hours": float(policy.first_response_hours),
          "res_hours": float(policy.resolution_hours)}
 
-    received_n, first_responses = _received(read, p)
     resolutions = _resolutions(read, p)
     ratings = _ratings(read, p)
     by_assignee, requests, closed_numbers = _week_events(read, p)
-    trend, open_by_stage, carried = _open_and_trend(read, p, weeks, policy)
-
-    # The events of the week's new tickets by their range of numbers: one run of the primary key when
-    # numbers are given out as tickets come in (events of other tickets in the range are dropped).
-    received = _tickets(read, "t.created_at >= %(start)s AND t.created_at < %(end)s", p,
-                        lambda numbers: ("number >= %s AND number <= %s", (numbers[0], numbers[-1])))
-    others = sorted(closed_numbers - {t.number for t in received})
-    tickets_of_week = sorted(received + _tickets(read, "t.number = ANY(%(numbers)s)", {"numbers": others},
-                                                 lambda numbers: ("number = ANY(%s)", (numbers,))),
-                             key=lambda t: t.number)
-    closed_in_week = [t for t in tickets_of_week if t.number in closed_numbers]
+    trend, open_by_stage, carried, carried_count, overdue_count = _open_and_trend(read, p, weeks)
+    tickets_of_week, closed_cases, received = _week_tickets(read, {**p, "closed": sorted(closed_numbers)})
+    # The week's new tickets by origin, and their first-response hours, from the rows the CSV lists.
+    received_by_origin: Counter = Counter()
+    first_responses: dict[str, list[float]] = {}
+    for t in received:
+        origin = policy.origin(t.customer)
+        received_by_origin[origin] += 1
+        if t.first_response_hours is not None:
+            first_responses.setdefault(origin, []).append(t.first_response_hours)
 
     fr_all = sorted(h for hours in first_responses.values() for h in hours)
     res_all = sorted(h for r in resolutions for h in r["hours"])
@@ -139,7 +139,7 @@ def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
 
     report = WeeklyReport(
         week=week.label, start=start, end=end,
-        received=received_n, closed=len(closed_numbers), open_at_end=sum(open_by_stage.values()),
+        received=sum(received_by_origin.values()), closed=len(closed_numbers), open_at_end=sum(open_by_stage.values()),
         open_by_stage=open_by_stage,
         median_first_response_hours=statistics.median(fr_all) if fr_all else None,
         p90_first_response_hours=percentile(fr_all, 90),
@@ -153,11 +153,11 @@ def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
         csat_distribution=distribution,
         comments=_comments(read, p),
         trend=trend,
-        closed_cases=[ClosedCase(t.tag, t.subject, t.customer, t.assignee, t.summary, t.lessons, t.rating,
-                                 next((_hours(t.created_at, e.at) for e in resolution_events(t)), None))
-                      for t in closed_in_week],
+        closed_cases=closed_cases,
         recurring=recurring_topics(tickets_of_week),
         carried_over=carried,
+        carried_over_count=carried_count,
+        overdue_count=overdue_count,
         plans=[plan_from_doc(doc) for doc, in read("SELECT doc FROM plans WHERE at >= %(start)s AND at < %(end)s "
                                                   "ORDER BY id", p)],
         suggestions=[],
@@ -165,37 +165,27 @@ def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
         stage_wait_hours=_stage_wait(read, p),
         tickets_of_week=tickets_of_week,
     )
-    report.suggestions = _growing_topics(read, p, week, received) + _suggestions(report, week, [])
+    report.suggestions = (_growing_topics(read, p, week, [t.subject for t in received])
+                          + _suggestions(report, week, []))
     report.risks = _risks(read, p)
     if policy.internal_domains:
-        report.by_origin = {origin: _origin_figures(origin, received, first_responses, resolutions, ratings, policy)
+        report.by_origin = {origin: _origin_figures(origin, received_by_origin.get(origin, 0), first_responses,
+                                                    resolutions, ratings)
                             for origin in ("internal", "external")}
     return report
 
 
-def _origin_figures(origin: str, received: list[Ticket], first_responses: dict[str, list[float]],
-                    resolutions: list[dict], ratings: list[dict], policy: Policy) -> OriginFigures:
+def _origin_figures(origin: str, received: int, first_responses: dict[str, list[float]],
+                    resolutions: list[dict], ratings: list[dict]) -> OriginFigures:
     responses = first_responses.get(origin) or []
     solved = sorted(h for r in resolutions if r["origin"] == origin for h in r["hours"])
     mine = [r for r in ratings if r["origin"] == origin]
     rated = sum(r["count"] for r in mine)
     return OriginFigures(
-        received=sum(1 for t in received if policy.origin(t.customer) == origin),
+        received=received,
         median_first_response_hours=statistics.median(responses) if responses else None,
         median_resolution_hours=statistics.median(solved) if solved else None, resolved=len(solved),
         csat_average=sum(r["sum"] for r in mine) / rated if rated else None, csat_responses=rated)
-
-
-def _received(read: Read, p: dict) -> tuple[int, dict[str, list[float]]]:
-    """Tickets received in the week, and their first-response hours by origin."""
-    rows = read(f"""
-        SELECT {ORIGIN} AS origin, count(*),
-               coalesce(array_agg({HOURS.format(a="t.created_at", b="fr.at")}) FILTER (WHERE fr.at IS NOT NULL),
-                        '{{}}')
-        FROM tickets t {FIRST_RESPONSE}
-        WHERE t.created_at >= %(start)s AND t.created_at < %(end)s
-        GROUP BY 1""", p).fetchall()
-    return sum(n for _, n, _ in rows), {origin: sorted(hours) for origin, _, hours in rows}
 
 
 def _resolutions(read: Read, p: dict) -> list[dict]:
@@ -242,13 +232,16 @@ def _week_events(read: Read, p: dict) -> tuple[dict[str, tuple[int, int]], int, 
                coalesce(array_agg(DISTINCT e.number) FILTER (WHERE {CLOSING}), '{{}}')
         FROM ticket_events e JOIN tickets t ON t.number = e.number
         WHERE e.at >= %(start)s AND e.at < %(end)s AND {ACTIVE}
+          -- only the events counted here: the week's others (most of them) need no ticket looked up
+          AND ({CLOSING} OR e.kind = ANY(%(reopen)s) OR e.kind = 'feedback-requested')
         GROUP BY 1""", p).fetchall()
     by_assignee = {a: (closed, reopened) for a, closed, reopened, _, _ in rows if a is not None}
     return by_assignee, sum(r[3] for r in rows), {n for r in rows for n in r[4]}
 
 
-def _open_and_trend(read: Read, p: dict, weeks: list[Week], policy: Policy):
-    """The nine weeks' received, closed and open at their ends; the open ones at the week's end listed.
+def _open_and_trend(read: Read, p: dict, weeks: list[Week]):
+    """The nine weeks' received, closed and open at their ends; the open ones at the week's end counted
+    by stage and the first CARRIED_LISTED of them listed.
 
     A ticket is open from its creation until a move into ``closed``, and again after a move out of it;
     so the tickets open at a moment are the ones open now, less those created since, plus those closed
@@ -274,31 +267,67 @@ def _open_and_trend(read: Read, p: dict, weeks: list[Week], policy: Policy):
     trend = [WeekCounts(w.label, created[i], closed[i], open_at_end[i]) for i, w in enumerate(weeks)]
 
     # Open at the week's end: open now and untouched since, or in a stage other than closed before
-    # their first stage event since (the stage that event left).
-    open_by_stage = {s: 0 for s in STAGES if s != "closed"}
-    carried: list[OpenCase] = []
-    # Age in days as OpenCase has it: hours (computed as metrics._hours does) / 24.
-    age = HOURS.format(a="created_at", b="%(end)s")
+    # their first stage event since (the stage that event left).  Counted by stage and overdue in SQL;
+    # only the cases the report names come back with their columns (tens of thousands are open at a
+    # million tickets).  Overdue is "created at or before overdue_at" (see there); the oldest first is
+    # metrics' "largest age first", and the listed ones' ages are HOURS / 24 as metrics has them.
+    age = HOURS.format(a="t.created_at", b="%(end)s")
     rows = read(f"""
             WITH later AS (
                 SELECT DISTINCT ON (e.number) e.number, e.from_stage FROM ticket_events e
-                WHERE e.at >= %(end)s AND e.to_stage IS NOT NULL ORDER BY e.number, e.position)
-            SELECT number, tag, subject, customer, stage, assignee, {age} / 24, priority FROM (
-                SELECT t.number, t.tag, t.subject, t.customer, t.stage, t.assignee, t.created_at, t.priority
+                WHERE e.at >= %(end)s AND e.to_stage IS NOT NULL ORDER BY e.number, e.position),
+            open AS MATERIALIZED (
+                SELECT t.number, t.stage, t.created_at, t.created_at <= %(overdue_at)s AS overdue
                 FROM tickets t
                 WHERE t.stage <> 'closed' AND t.created_at < %(end)s
                   AND NOT EXISTS (SELECT FROM later l WHERE l.number = t.number)
                 UNION ALL
-                SELECT t.number, t.tag, t.subject, t.customer, l.from_stage, t.assignee, t.created_at, t.priority
+                SELECT t.number, l.from_stage, t.created_at, t.created_at <= %(overdue_at)s
                 FROM later l JOIN tickets t ON t.number = l.number
-                WHERE t.created_at < %(end)s AND l.from_stage <> 'closed') o""", p).fetchall()
-    rows.sort(key=itemgetter(0))  # the store's order, which the stable sort below keeps among equals
-    for _, tag, subject, customer, stage, assignee, age, priority in rows:
-        open_by_stage[stage] += 1
-        carried.append(OpenCase(tag, subject, customer, stage, assignee, age, age * 24 > policy.resolution_hours,
-                                priority))
-    carried.sort(key=lambda c: (not c.overdue, -c.age_days))
-    return trend, open_by_stage, carried
+                WHERE t.created_at < %(end)s AND l.from_stage <> 'closed')
+            (SELECT NULL::int, stage, NULL, NULL, NULL, NULL, NULL::float8, NULL::bool, NULL, count(*),
+                    count(*) FILTER (WHERE overdue)
+             FROM open GROUP BY stage)
+            UNION ALL
+            (SELECT o.number, o.stage, t.tag, t.subject, t.customer, t.assignee, {age} / 24, o.overdue, t.priority,
+                    NULL, NULL
+             FROM (SELECT * FROM open ORDER BY overdue DESC, created_at, number LIMIT %(listed)s) o
+             JOIN tickets t ON t.number = o.number
+             ORDER BY o.overdue DESC, o.created_at, o.number)""",
+                {**p, "listed": CARRIED_LISTED, "overdue_at": overdue_at(p["end"], p["res_hours"])}).fetchall()
+    open_by_stage = {s: 0 for s in STAGES if s != "closed"}
+    carried: list[OpenCase] = []
+    count = overdue = 0
+    for number, stage, tag, subject, customer, assignee, age, late, priority, n, n_late in rows:
+        if number is None:  # a stage's counts
+            open_by_stage[stage] += n
+            count += n
+            overdue += n_late
+        else:
+            carried.append(OpenCase(tag, subject, customer, stage, assignee, age, late, priority))
+    return trend, open_by_stage, carried, count, overdue
+
+
+def overdue_at(end: datetime, resolution_hours: float) -> datetime:
+    """The latest creation time of a ticket overdue at ``end``, as metrics decides it.
+
+    metrics: overdue when age * 24 > the resolution hours, age = microseconds / 10**6 / 3600 / 24 in
+    binary floating point.  That is monotonic in the microseconds, so it holds from one whole number
+    of them on: found here next to the exact figure, so that SQL compares creation times instead of
+    computing every open ticket's age (some 60,000 at a million tickets).
+    """
+    def overdue(us: int) -> bool:
+        return (us / 10**6 / 3600 / 24) * 24 > resolution_hours
+
+    us = min(max(0, round(resolution_hours * 3600 * 10**6)), 10**17)
+    while us > 0 and overdue(us - 1):
+        us -= 1
+    while not overdue(us) and us < 10**17:
+        us += 1
+    try:
+        return end - timedelta(microseconds=us)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _stage_wait(read: Read, p: dict) -> dict[str, float]:
@@ -337,42 +366,58 @@ def _risks(read: Read, p: dict) -> list[Risk]:
         ORDER BY e.at, e.number, e.position""", p)]
 
 
-def _tickets(read: Read, where: str, params: dict,
-             events_of: Callable[[list[int]], tuple[str, tuple]]) -> list[Ticket]:
-    """Whole tickets without their messages: the columns, and the events from their rows.
+def _week_tickets(read: Read, p: dict) -> tuple[list[TicketRow], list[ClosedCase], list[TicketRow]]:
+    """The tickets received or closed in the week as the CSV lists them, the closed ones' cases, and
+    the received ones.
 
-    The same objects the store's ``tickets(with_messages=False)`` decodes from the documents, built
-    without reading the documents' JSON (three times slower at twenty thousand tickets).  The events are
-    those the condition ``events_of(numbers)`` selects, of these tickets and maybe others (dropped here).
+    Their hours come from their events in SQL (first response, last and first resolution), so no
+    ticket history is built in Python: at a million tickets a week holds some 20,000 tickets.  The
+    week's new tickets are read by their range of numbers (one run of each primary key, as numbers
+    are given out as tickets come in; rows in the range created at other times are left out), and
+    the older ones closed in the week by number.
     """
-    tickets = [Ticket(number=number, tag=tag, subject=subject, customer=customer, customer_name=customer_name or "",
-                      stage=stage, language=language, created_at=created_at, updated_at=updated_at,
-                      assignee=assignee, rating=rating, priority=priority, rating_comment=rating_comment or "",
-                      summary=summary or "", lessons=lessons or "", linked_to=linked_to,
-                      message_ids=message_ids or [])
-               for (number, tag, subject, customer, customer_name, stage, language, created_at, updated_at, assignee,
-                    rating, priority, rating_comment, summary, lessons, linked_to, message_ids) in read(
-                   "SELECT number, tag, subject, customer, doc->>'customer_name', stage, language, created_at, "
-                   "updated_at, assignee, rating, priority, doc->>'rating_comment', doc->>'summary', "
-                   "doc->>'lessons', doc->>'linked_to', "
-                   "ARRAY(SELECT jsonb_array_elements_text(coalesce(doc->'message_ids', '[]'::jsonb))) "
-                   f"FROM tickets t WHERE {where} ORDER BY number", params).fetchall()]
-    events = {t.number: t.events for t in tickets}
-    if tickets:
-        events_where, events_params = events_of([t.number for t in tickets])
-        for number, at, actor, kind, from_stage, to_stage, detail in read(
-                "SELECT number, at, actor, kind, from_stage, to_stage, detail FROM ticket_events "
-                f"WHERE {events_where} ORDER BY number, position", events_params).fetchall():
-            mine = events.get(number)
-            if mine is not None:
-                mine.append(Event(at, actor, kind, from_stage, to_stage, detail or ""))
-    return tickets
+    # The first (or last) event of a kind by position, as [position, microseconds since the epoch]:
+    # min() over arrays compares them in order, with no sort per ticket as array_agg(... ORDER BY) has.
+    # Hours from microseconds are HOURS' very figures (both are the whole microseconds between).
+    moment = "ARRAY[e.position::bigint, (extract(epoch from e.at) * 1000000)::bigint]"
+    first = "min(" + moment + ") FILTER (WHERE {})"
+    hours = "((ev.{}[2] - (extract(epoch from t.created_at) * 1000000)::bigint)::float8 / 1000000 / 3600)"
+    new = "t.created_at >= %(start)s AND t.created_at < %(end)s"
+    columns = ("t.number, t.tag, t.subject, t.customer, t.stage, t.assignee, t.priority, t.created_at, t.rating, "
+               "coalesce(t.doc->>'summary', '') AS summary, coalesce(t.doc->>'lessons', '') AS lessons")
+    # (The documents' fields are read before the join, so that the join carries no documents.)
+    rows = read(f"""
+        WITH week AS MATERIALIZED (SELECT t.number FROM tickets t WHERE {new}),
+        span AS (SELECT coalesce(min(number), 0) AS lo, coalesce(max(number), -1) AS hi FROM week),
+        wanted AS MATERIALIZED (
+            SELECT {columns} FROM tickets t, span WHERE t.number BETWEEN span.lo AND span.hi AND {new}
+            UNION ALL
+            SELECT {columns} FROM tickets t WHERE t.number = ANY(%(closed)s::int[]) AND NOT ({new})),
+        ev AS (
+            SELECT e.number,
+                   {first.format("e.actor = ANY(%(staff)s::text[]) AND e.kind <> ALL(%(not_staff)s::text[])")} AS fr,
+                   max({moment}) FILTER (WHERE {RESOLVING}) AS last_res,
+                   {first.format(RESOLVING)} AS first_res
+            FROM ticket_events e, span
+            WHERE e.number BETWEEN span.lo AND span.hi OR e.number = ANY(%(closed)s::int[])
+            GROUP BY e.number)
+        SELECT t.number, t.tag, t.subject, t.customer, t.stage, t.assignee, t.priority, t.created_at,
+               {hours.format("fr")}, {hours.format("last_res")}, t.rating, t.summary, t.lessons,
+               {hours.format("first_res")},
+               t.number = ANY(%(closed)s::int[]), {new}
+        FROM wanted t LEFT JOIN ev ON ev.number = t.number
+        ORDER BY t.number""", p).fetchall()
+    tickets = [TicketRow(*row[:13]) for row in rows]
+    cases = [ClosedCase(tag, subject, customer, assignee, summary, lessons, rating, first_res)
+             for (_, tag, subject, customer, _, assignee, _, _, _, _, rating, summary, lessons, first_res, closed, _)
+             in rows if closed]
+    return tickets, cases, [t for t, row in zip(tickets, rows) if row[15]]
 
 
-def _growing_topics(read: Read, p: dict, week: Week, received: list[Ticket]) -> list[Suggestion]:
+def _growing_topics(read: Read, p: dict, week: Week, received: list[str]) -> list[Suggestion]:
     """metrics._suggestions' "growing-topic" items, with the four earlier weeks' subjects counted in SQL."""
     this_week: Counter = Counter()
-    for subject, n in Counter(t.subject for t in received).items():  # subjects repeat: each read once
+    for subject, n in Counter(received).items():  # subjects repeat: each read once
         for term in topics(subject):
             this_week[term] += n
     before: Counter = Counter()

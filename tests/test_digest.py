@@ -74,12 +74,14 @@ def test_a_flood_from_one_sender_is_still_caught_by_the_acknowledgement_limit():
     assert effects.outbound == [] and effects.digest == []
 
 
+def entry(i: int, now: datetime):
+    """Ticket ``i`` as folded into the digest (the team already told of one in the period)."""
+    return open_ticket(new_mail(i), i, f"TS-{i:06d}", ctx(now, notify_digest_after=1,
+                                                          team_notices_recent=1)).digest[0]
+
+
 @pytest.mark.both_stores
 def test_one_open_digest_per_recipients_and_at_most_one_per_ten_minutes(store_opener):
-    def entry(i, now):
-        return open_ticket(new_mail(i), i, f"TS-{i:06d}", ctx(now, notify_digest_after=1,
-                                                              team_notices_recent=1)).digest[0]
-
     with store_opener() as store:
         add_to_digest(store, entry(1, T0), T0)
         add_to_digest(store, entry(2, T0 + timedelta(seconds=5)), T0 + timedelta(seconds=5))
@@ -95,6 +97,23 @@ def test_one_open_digest_per_recipients_and_at_most_one_per_ten_minutes(store_op
         [second] = store.pending_outbound()
         assert second.next_attempt_at == sent_at + PERIOD
         assert "TS-000003" in second.text and "TS-000004" in second.text and "TS-000001" not in second.text
+
+
+@pytest.mark.both_stores
+def test_a_digest_being_sent_is_not_grown_the_next_ticket_opens_the_following_one(store_opener):
+    # While the sender sends a round, the next batch is handled in its waits (daemon/app.py): a
+    # digest of that round is on the wire already, so a ticket added to it would be marked sent unseen.
+    with store_opener() as store:
+        add_to_digest(store, entry(1, T0), T0)
+        [sending] = store.pending_outbound()
+        later = T0 + timedelta(seconds=2)
+        add_to_digest(store, entry(2, later), later, in_flight={sending.id})
+        assert store.outbound(sending.id) == sending, "the digest on the wire is left as it is"
+        [following] = [m for m in store.pending_outbound() if m.id != sending.id]
+        assert "TS-000002" in following.text and "TS-000001" not in following.text
+        assert following.next_attempt_at == sending.next_attempt_at + PERIOD
+        add_to_digest(store, entry(3, later), later, in_flight={sending.id})
+        assert "TS-000003" in store.outbound(following.id).text, "the following one stays open"
 
 
 # -- by real mail -------------------------------------------------------------------------

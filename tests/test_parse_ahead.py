@@ -72,6 +72,20 @@ def test_a_helper_that_dies_costs_only_its_speed():
     assert parse_mail(raws[0]).subject == "Request 0"
 
 
+def test_what_the_helper_has_not_started_the_desk_parses_itself():
+    raws = [customer_mail(f"c{i}@cust.example", f"Request {i}", "body " * 200) for i in range(30)]
+    helper = HelperProcessParser()
+    try:
+        batch = helper.parse(raws, 2**20)
+        # Asked for the last mail at once: its request is still queued behind the others.
+        assert batch.mail(29).subject == "Request 29"
+        assert batch.taken_back >= 1
+        assert batch.pending(29) is None, "the desk has it: nothing to wait for"
+        assert [batch.mail(i).subject for i in range(30)] == [f"Request {i}" for i in range(30)]
+    finally:
+        helper.close()
+
+
 @pytest.mark.integration
 @pytest.mark.both_stores
 @pytest.mark.parametrize("ahead", [True, False], ids=["parse-ahead", "in-process"])

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from maildesk.model import Event, PlanItem, StaffRecord, Ticket
-from maildesk.reports.metrics import Policy, Week
+from maildesk.reports.metrics import CARRIED_LISTED, Policy, Week
 from maildesk.storage.codec import ticket_to_doc
 from maildesk.storage.postgres import MIGRATIONS, PostgresStore, migrate
 from maildesk.storage.store import TicketStore
@@ -204,6 +204,9 @@ def test_the_generated_weeks_hold_what_the_report_measures(stores):
     report = tiny.weekly_report(WEEK, POLICY)
     assert report.received > 20 and report.closed > 5 and report.resolved > 5 and report.csat_responses > 2
     assert report.comments and report.risks and report.carried_over and report.stage_wait_hours
+    # More open cases than the report names, overdue and not: the SQL must pick the same ones in order.
+    assert report.carried_over_count > len(report.carried_over) == CARRIED_LISTED
+    assert 0 < report.overdue_count < report.carried_over_count
     assert set(report.by_origin) == {"internal", "external"} and report.by_origin["internal"].received > 0
     assert any(t.commendations and t.commendation_levels for t in report.technicians)
     assert any(t.reopened for t in report.technicians)
@@ -266,6 +269,24 @@ def test_migration_0003_fills_the_events_of_tickets_stored_before_it(postgres, t
     tiny.close()
 
 
+def test_the_mail_text_html_and_csv_are_the_same_bytes_on_both_stores(stores, tmp_path):
+    """What leadership receives does not depend on the store: text, HTML, chart images and CSV."""
+    from maildesk.daemon.config import load_config
+    from maildesk.reports.weekly import render_report
+    from maildesk.templates import Renderer
+
+    tiny, pg, _ = stores
+    path = tmp_path / "desk.toml"
+    path.write_text(CONFIG.format(storage=f'path = "{tmp_path}/helpdesk.json"'), encoding="utf-8")
+    config = load_config(path)
+    renderer = Renderer()
+    expected = render_report(tiny.weekly_report(WEEK, POLICY), config, renderer)
+    got = render_report(pg.weekly_report(WEEK, POLICY), config, renderer)
+    assert expected.csv.count(b"\r\n") > 20 and len(expected.charts) == 3
+    assert (got.subject, got.text, got.html, got.csv) == (expected.subject, expected.text, expected.html, expected.csv)
+    assert [c.png for c in got.charts] == [c.png for c in expected.charts]
+
+
 CONFIG = """
 [imap]
 host = "127.0.0.1"
@@ -315,3 +336,19 @@ def test_helpdesk_report_prints_the_same_on_both_stores(postgres, tmp_path):
     assert json.loads(out["tiny"])["received"] > 0
     assert out["pg"] == out["tiny"]
 
+
+
+@pytest.mark.parametrize("hours", [48, 4.5, 0.1, 1 / 3, 72.000001, 0, -1])
+def test_overdue_at_draws_the_line_where_the_pure_age_does(hours):
+    """The SQL report counts overdue tickets by creation time: the same tickets as age * 24 > hours."""
+    from maildesk.reports.metrics import _hours
+    from maildesk.storage.postgres_report import overdue_at
+
+    end = WEEK.end
+    line = overdue_at(end, hours)
+    exact = end - timedelta(microseconds=max(0, round(hours * 3600 * 10**6)))
+    for base in (line, exact):
+        for step in range(-3, 4):
+            created = base + timedelta(microseconds=step)
+            if created < end:
+                assert (created <= line) == (_hours(created, end) / 24 * 24 > hours), (hours, step)
