@@ -39,6 +39,22 @@ def verified(raw: bytes, *, authserv_id: str = AUTHSERV_ID, result: str = "pass"
     return stamp.encode() + raw
 
 
+# The [imap] and [smtp] sections of a config whose servers are never contacted (store, report and
+# command-line tests that need a valid config and no mail servers).
+NO_SERVERS = """
+[imap]
+host = "127.0.0.1"
+port = 1
+security = "none"
+username = "support@example.com"
+password = "x"
+[smtp]
+host = "127.0.0.1"
+port = 2
+security = "none"
+from_address = "support@example.com"
+"""
+
 # Set (by tests/conftest.py) to a per-test PostgreSQL database when a test runs against that store.
 STORAGE_URL_ENV = "MAILDESK_TEST_STORAGE_URL"
 

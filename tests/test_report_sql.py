@@ -25,7 +25,7 @@ from maildesk.storage.codec import ticket_to_doc
 from maildesk.storage.postgres import MIGRATIONS, PostgresStore, migrate
 from maildesk.storage.store import TicketStore
 
-from .desk import REPO
+from .desk import NO_SERVERS, REPO
 
 SH = ZoneInfo("Asia/Shanghai")
 ALICE, BOB, CAROL, LEAD = "alice@example.com", "bob@example.com", "carol@example.com", "lead@example.com"
@@ -287,19 +287,7 @@ def test_the_mail_text_html_and_csv_are_the_same_bytes_on_both_stores(stores, tm
     assert [c.png for c in got.charts] == [c.png for c in expected.charts]
 
 
-CONFIG = """
-[imap]
-host = "127.0.0.1"
-port = 1
-security = "none"
-username = "support@example.com"
-password = "x"
-[smtp]
-host = "127.0.0.1"
-port = 2
-security = "none"
-from_address = "support@example.com"
-[storage]
+CONFIG = NO_SERVERS + """[storage]
 {storage}
 [team]
 supervisor = "lead@example.com"

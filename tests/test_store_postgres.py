@@ -13,7 +13,7 @@ from maildesk.model import Event, Message, StaffRecord, Ticket
 from maildesk.storage.journal import StoreError
 from maildesk.storage.postgres import PostgresStore, migrate, schema_version_needed
 
-from .desk import REPO
+from .desk import NO_SERVERS, REPO
 
 NOW = datetime(2026, 11, 23, 1, 2, 3, tzinfo=timezone.utc)
 
@@ -37,19 +37,7 @@ def test_storage_url_and_password_come_from_the_config_and_environment(tmp_path)
 
 def cli_config(tmp_path, url: str, extra: str = "") -> str:
     path = tmp_path / "config.toml"
-    path.write_text(f"""
-[imap]
-host = "127.0.0.1"
-port = 1
-security = "none"
-username = "support@example.com"
-password = "x"
-[smtp]
-host = "127.0.0.1"
-port = 2
-security = "none"
-from_address = "support@example.com"
-[storage]
+    path.write_text(f"""{NO_SERVERS}[storage]
 url = "{url}"
 {extra}
 """, encoding="utf-8")
