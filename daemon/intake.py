@@ -29,12 +29,12 @@ from maildesk.daemon import failpoints
 from maildesk.daemon.config import Config
 from maildesk.daemon.mailbox import Fetched, Mailbox
 from maildesk.daemon.parsing import BatchParser, InProcessParser, ParsedBatch
-from maildesk.model import Address, InboundMail
+from maildesk.model import Address, InboundMail, OutboundMail
 from maildesk.storage.store import TicketStore
 from maildesk.templates import Renderer
 from maildesk.parsers.commands import Vocabulary
 from maildesk.workflow.apply import decide, handle
-from maildesk.workflow.digest import PERIOD, DigestEntry, digest_id, new_digest, slot_of, with_entry
+from maildesk.workflow.digest import PERIOD, DigestEntry, digest_id, has_room, new_digest, slot_of, with_entry
 from maildesk.workflow.intake import DeskContext, Effects, ack_window_start
 from maildesk.workflow.route import Directory
 
@@ -171,14 +171,20 @@ def add_to_digest(store: TicketStore, entry: DigestEntry, now: datetime,
     index: it can only be in this slot, the one before or the one after.  A
     new digest goes out at once unless the recipients got one less than 10
     minutes ago; then 10 minutes after that one.  A digest the sender is sending right
-    now counts as sent: what it holds is on the wire already.
+    now counts as sent: what it holds is on the wire already.  A full one
+    (``MAX_TEXT_CHARS``) is continued by another, due at the same time.
     """
     slot = slot_of(now)
     found = {}
     for k in (slot, slot - 1, slot + 1):  # in a flood the first one looked at is the open one
-        found[k] = open_one = store.outbound(digest_id(entry.recipients, k))
+        part, open_one = _last_part(store, entry.recipients, k)
+        found[k] = open_one
         if open_one is not None and open_one.status == "pending" and open_one.id not in in_flight:
-            store.update_outbound(with_entry(open_one, entry))
+            if has_room(open_one, entry):
+                store.update_outbound(with_entry(open_one, entry))
+            else:  # full: the rest of the period's list follows at the same time
+                store.enqueue(new_digest(entry, mail_id=digest_id(entry.recipients, k, part + 1),
+                                         due=open_one.next_attempt_at or now))
             return
     due = now
     for last in (found[slot - 1], found[slot]):
@@ -188,6 +194,14 @@ def add_to_digest(store: TicketStore, entry: DigestEntry, now: datetime,
     while store.outbound(digest_id(entry.recipients, slot)) is not None:  # only if the clock went back
         slot += 1
     store.enqueue(new_digest(entry, mail_id=digest_id(entry.recipients, slot), due=due))
+
+
+def _last_part(store: TicketStore, recipients: tuple[str, ...], slot: int) -> tuple[int, OutboundMail | None]:
+    """The slot's digest, or its last continuation, with its part number."""
+    part, found = 0, store.outbound(digest_id(recipients, slot))
+    while found is not None and (following := store.outbound(digest_id(recipients, slot, part + 1))) is not None:
+        part, found = part + 1, following
+    return part, found
 
 
 def directory_from(config: Config) -> Directory:

@@ -116,6 +116,26 @@ def test_a_digest_being_sent_is_not_grown_the_next_ticket_opens_the_following_on
         assert "TS-000003" in store.outbound(following.id).text, "the following one stays open"
 
 
+@pytest.mark.both_stores
+def test_a_full_digest_is_continued_by_another_sent_at_the_same_time(store_opener, monkeypatch):
+    from maildesk.workflow import digest as digest_module
+
+    entries = [entry(i, T0 + timedelta(seconds=i)) for i in range(1, 8)]
+    # Room for about two tickets per digest (a real one holds some 2,000).
+    monkeypatch.setattr(digest_module, "MAX_TEXT_CHARS", len(entries[0].head) + 2 * len(entries[0].block) + 20)
+    with store_opener() as store:
+        for e in entries:
+            add_to_digest(store, e, e.at)
+        digests = store.pending_outbound()
+    assert len(digests) >= 3 and all(len(d.text) <= digest_module.MAX_TEXT_CHARS for d in digests)
+    assert {d.next_attempt_at for d in digests} == {entries[0].at}, "the continuations go out with the first"
+    first, *continuations = sorted(d.id for d in digests)
+    assert all(c.startswith(first + ".") for c in continuations)
+    listed = [tag for d in digests for tag in re.findall(r"TS-\d{6}", d.text)]
+    assert sorted(set(listed)) == [f"TS-{i:06d}" for i in range(1, 8)], "every ticket in one of them"
+    assert all(sum(tag in d.text for d in digests) == 1 for tag in set(listed)), "and in one only"
+
+
 # -- by real mail -------------------------------------------------------------------------
 
 class Clock:

@@ -26,6 +26,10 @@ from maildesk.parsers.subject import tagged_subject
 
 PERIOD = timedelta(minutes=10)
 EXCERPT_CHARS = 160
+# A digest stops growing here (some 2,000 tickets): the rest of its period's tickets go into a
+# continuation sent at the same time.  So no digest outgrows what mail servers take (10 MB is a
+# common limit), and a long flood does not rewrite an ever longer text at every commit.
+MAX_TEXT_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,15 @@ def recipients_key(recipients: tuple[str, ...]) -> str:
     return hashlib.sha256(",".join(sorted(recipients)).encode()).hexdigest()[:12]
 
 
-def digest_id(recipients: tuple[str, ...], slot: int) -> str:
-    """The outbox id of the recipients' digest for a 10-minute slot: found again without an index."""
-    return f"digest.{recipients_key(recipients)}.{slot}"
+def digest_id(recipients: tuple[str, ...], slot: int, part: int = 0) -> str:
+    """The outbox id of the recipients' digest for a 10-minute slot (and of its continuations,
+    ``part`` 1, 2, ...): found again without an index."""
+    first = f"digest.{recipients_key(recipients)}.{slot}"
+    return first if part == 0 else f"{first}.{part}"
+
+
+def has_room(digest: OutboundMail, entry: DigestEntry) -> bool:
+    return len(digest.text) + len(entry.block) <= MAX_TEXT_CHARS
 
 
 def slot_of(at: datetime) -> int:
