@@ -282,15 +282,13 @@ class IntakeRunner:
 
     def _run_group(self, group: list[Fetched], hashes: dict[int, str],
                    mails: dict[int, tuple[ParsedBatch, int]], result: BatchResult) -> Iterator[Future | None]:
-        # A mail handled alone is a suspect: a death between its attempt and its commit counts
-        # against it, so that window holds nothing but its handling (not the wait for its parse).
-        # In a batch, a death while the sender works only makes the batch's mails suspects.
-        alone = len(group) == 1
+        # The attempt marks the group as in flight until its commit: a death in between counts
+        # against its mails.  So the wait for the parse comes first, and a suspect (handled alone)
+        # never runs inside a sending round (_batch yields OUTSIDE_ROUND for it).
         yield None
-        if alone:
-            batch, index = mails[group[0].uid]
-            while (parsing := batch.pending(index)) is not None:
-                yield parsing
+        first, index = mails[group[0].uid]
+        while (parsing := first.pending(index)) is not None:
+            yield parsing
         to_processed: list[int] = []
         to_quarantine: list[int] = []
         poisoned: list[Fetched] = []
@@ -302,11 +300,9 @@ class IntakeRunner:
         self.store.commit()
 
         for f in group:
-            if not alone:
-                yield None
-                batch, index = mails[f.uid]
-                while (parsing := batch.pending(index)) is not None:
-                    yield parsing  # the helper is parsing this mail right now
+            batch, index = mails[f.uid]
+            while (parsing := batch.pending(index)) is not None:
+                yield parsing  # the helper is parsing this mail right now
             started = time.perf_counter()
             if f in poisoned:
                 outcome = self._quarantine(f, hashes[f.uid],
@@ -321,9 +317,8 @@ class IntakeRunner:
             result.handled += 1
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
             log.debug("uid %s handled in %.1f ms", f.uid, (time.perf_counter() - started) * 1000)
-
-        if not alone:
             yield None
+
         self.store.commit()
         # The effects are durable: now, and only now, the mails may leave the inbox.
         self.mailbox.move(to_processed, self.config.imap.processed_folder)

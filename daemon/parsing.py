@@ -47,7 +47,7 @@ class ParsedBatch(Protocol):
     def mail(self, index: int) -> InboundMail | None:
         """The ``index``-th mail of the batch, parsed (None for a mail fetched without its bytes)."""
 
-    def pending(self, index: int = 0) -> Future | None:
+    def pending(self, index: int) -> Future | None:
         """What ``mail(index)`` would wait for now, or None when it would not wait."""
 
 
@@ -70,7 +70,7 @@ class _Later:
         data = self._datas[index]
         return None if data is None else parse_mail(data, max_attachment_bytes=self._max)
 
-    def pending(self, index: int = 0) -> Future | None:
+    def pending(self, index: int) -> Future | None:
         return None
 
 
@@ -130,7 +130,7 @@ class _Ahead:
             return mails[index % CHUNK]
         return self._fallback.mail(index)
 
-    def pending(self, index: int = 0) -> Future | None:
+    def pending(self, index: int) -> Future | None:
         number = index // CHUNK
         if number in self._results:
             return None
