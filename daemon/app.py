@@ -18,7 +18,7 @@ from maildesk.daemon.config import Config
 from maildesk.daemon.credentials import TokenServiceUnavailable
 from maildesk.daemon.intake import BatchResult, IntakeRunner
 from maildesk.daemon.mailbox import CONNECTION_ERRORS, Mailbox, MailboxUnavailable
-from maildesk.daemon.parsing import parser_for
+from maildesk.daemon.parsing import BatchParser, parser_for
 from maildesk.daemon.sender import OutboxSender
 from maildesk.daemon.timers import TimerRunner
 from maildesk.reports.weekly import WeeklyReportJob
@@ -63,8 +63,9 @@ class Desk:
     overlap_intake = True
 
     def __init__(self, config: Config, clock: Callable[[], datetime] = _utc_now, *,
-                 store: Store | None = None) -> None:
-        # ``clock`` is the desk's idea of now for tickets, timers and reports (tests set it).
+                 store: Store | None = None, parser: BatchParser | None = None) -> None:
+        # ``clock`` is the desk's idea of now for tickets, timers and reports (tests set it);
+        # ``parser`` one the command line started before loading the desk (the desk closes it).
         self.config = config
         self.clock = clock
         # The store the config names (storage/base.py); `run` passes one it opened as a standby.
@@ -73,7 +74,7 @@ class Desk:
         self.sender = OutboxSender(config.smtp, self.store, clock=clock,
                                    on_permanent_failure=self._tell_supervisor_of_failure)
         self.intake = IntakeRunner(config, self.store, self.mailbox, default_renderer(), clock=clock,
-                                   parser=parser_for(1 if config.imap.parse_ahead else 0),
+                                   parser=parser if parser is not None else parser_for(config.imap),
                                    outbox_in_flight=lambda: self.sender.in_flight)
         self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())

@@ -19,16 +19,19 @@ import logging
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from maildesk.model import InboundMail
-from maildesk.parsers import parse_mail
+if TYPE_CHECKING:
+    from maildesk.model import InboundMail
+
+# The parsers are imported where they are used, not with this module: the daemon's command
+# line starts the helper before it imports the rest of the desk, so both import side by side.
 
 log = logging.getLogger("maildesk.intake")
 
 
-def _die_with_the_desk() -> None:
-    """In the helper: end when the desk's process ends, however it ends (Linux), not linger."""
+def _helper_starts() -> None:
+    """In the helper, once: end with the desk's process however it ends (Linux), and load the parsers now."""
     try:
         import ctypes
         import signal
@@ -36,11 +39,21 @@ def _die_with_the_desk() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # elsewhere the helper ends when it finds its work queue closed
+    import maildesk.parsers  # noqa: F401 - its import (compiled patterns) is most of a helper's start
+
+
+def _ready() -> None:
+    """Nothing: sent to make the helper start."""
+
+
+def _parse_one(data: bytes, max_attachment_bytes: int) -> InboundMail:
+    from maildesk.parsers import parse_mail
+
+    return parse_mail(data, max_attachment_bytes=max_attachment_bytes)
 
 
 def _parse_all(datas: Sequence[bytes | None], max_attachment_bytes: int) -> list[InboundMail | None]:
-    return [None if data is None else parse_mail(data, max_attachment_bytes=max_attachment_bytes)
-            for data in datas]
+    return [None if data is None else _parse_one(data, max_attachment_bytes) for data in datas]
 
 
 class ParsedBatch(Protocol):
@@ -55,6 +68,9 @@ class BatchParser(Protocol):
     # Whether parsing the next batch early gains anything (it does when another process parses it).
     parses_ahead: bool
 
+    def start(self) -> None:
+        """Get ready now rather than at the first backlog (a daemon does, so that the first one finds it ready)."""
+
     def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch: ...
     def close(self) -> None: ...
 
@@ -68,7 +84,7 @@ class _Later:
 
     def mail(self, index: int) -> InboundMail | None:
         data = self._datas[index]
-        return None if data is None else parse_mail(data, max_attachment_bytes=self._max)
+        return None if data is None else _parse_one(data, self._max)
 
     def pending(self, index: int) -> Future | None:
         return None
@@ -78,6 +94,9 @@ class InProcessParser:
     """Every mail parsed by the desk itself, just before it is handled."""
 
     parses_ahead = False
+
+    def start(self) -> None:
+        pass
 
     def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch:
         return _Later(datas, max_attachment_bytes)
@@ -158,8 +177,14 @@ class HelperProcessParser:
             # so hold the store's lock (or keep the PostgreSQL session holding the lease alive)
             # after a killed desk, delaying its restart or the standby's take-over.
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_die_with_the_desk)
+                                             initializer=_helper_starts)
         return self._pool
+
+    def start(self) -> None:
+        try:
+            self._executor().submit(_ready)  # a pool starts its process with the first work it is given
+        except Exception as exc:  # noqa: BLE001 - no helper: batches are parsed by the desk
+            self.lost(exc)
 
     def parse(self, datas: Sequence[bytes | None], max_attachment_bytes: int) -> ParsedBatch:
         datas = list(datas)
@@ -185,5 +210,6 @@ class HelperProcessParser:
             self._pool = None
 
 
-def parser_for(workers: int) -> BatchParser:
-    return HelperProcessParser() if workers > 0 else InProcessParser()
+def parser_for(imap) -> BatchParser:
+    """The parser ``[imap] parse_ahead`` asks for."""
+    return HelperProcessParser() if imap.parse_ahead else InProcessParser()

@@ -208,11 +208,32 @@ def _auth_login(config, args) -> int:
     return 0
 
 
+def _desk(config, **kwargs):
+    """The desk of `run` and `once`.
+
+    Its mail parser's helper process (``[imap] parse_ahead``) is started first, before the
+    rest of the desk is imported and its store loaded: the helper's own start-up then runs
+    beside the desk's, not during the first backlog.
+    """
+    from maildesk.daemon.parsing import parser_for
+
+    parser = parser_for(config.imap)
+    parser.start()
+    from maildesk.daemon.app import Desk
+
+    try:
+        return Desk(config, parser=parser, **kwargs)
+    except BaseException:
+        parser.close()
+        raise
+
+
 def _once(config) -> int:
-    from maildesk.daemon.app import Desk, RunSummary
+    desk = _desk(config)
+    from maildesk.daemon.app import RunSummary
     from maildesk.daemon.mailbox import CONNECTION_ERRORS, MailboxUnavailable
 
-    with Desk(config) as desk:
+    with desk:
         try:
             summary = desk.run_once()
         except MailboxUnavailable as exc:
@@ -232,8 +253,6 @@ def _once(config) -> int:
 
 
 def _run(config) -> int:
-    from maildesk.daemon.app import Desk
-
     stop = threading.Event()
 
     def request_stop(signum, frame):  # noqa: ARG001 - signal API
@@ -254,7 +273,7 @@ def _run(config) -> int:
     except StandbyStopped:
         logging.getLogger("maildesk.daemon").info("stopped (was standby)")
         return 0
-    with Desk(config, store=store) as desk:
+    with _desk(config, store=store) as desk:
         logging.getLogger("maildesk.daemon").info("helpdesk %s running for %s (store %s)", __version__,
                                                   config.support_address, store.location)
         desk.run(stop.is_set)
@@ -319,7 +338,7 @@ def _report(config, args) -> int:
     from datetime import datetime, timezone
 
     from maildesk.reports.metrics import Week
-    from maildesk.reports.weekly import JOB, WeeklyReportJob, build_report, render_report
+    from maildesk.reports.weekly import JOB, WeeklyReportJob, build_report, rendered_report
     from maildesk.storage.base import open_store
     from maildesk.templates import default_renderer
 
@@ -332,8 +351,7 @@ def _report(config, args) -> int:
         if args.json:
             _print_json(build_report(store, config, week).to_json())
         elif args.out:
-            rendered = render_report(build_report(store, config, week), config, default_renderer(),
-                                     inline_images=True)
+            rendered = rendered_report(store, config, week, default_renderer(), inline_images=True)
             Path(args.out).write_text(rendered.html, encoding="utf-8")
             print(f"wrote {args.out}: {config.report.language} report for {week.label}")
         else:

@@ -7,6 +7,7 @@ costs only its speed.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -70,6 +71,30 @@ def test_a_helper_that_dies_costs_only_its_speed():
     finally:
         helper.close()
     assert parse_mail(raws[0]).subject == "Request 0"
+
+
+def test_a_started_helper_is_running_before_the_first_batch_and_serves_it():
+    raws = [customer_mail(f"c{i}@cust.example", f"Request {i}", "body") for i in range(3)]
+    before = set(multiprocessing.active_children())
+    helper = HelperProcessParser()
+    try:
+        helper.start()
+        started = set(multiprocessing.active_children()) - before
+        assert len(started) == 1, "the helper process runs before any batch is given to it"
+        batch = helper.parse(raws, 2**20)
+        assert [batch.mail(i).subject for i in range(3)] == ["Request 0", "Request 1", "Request 2"]
+        assert set(multiprocessing.active_children()) - before == started, "the same helper parsed the batch"
+    finally:
+        helper.close()
+    assert not set(multiprocessing.active_children()) - before
+
+
+def test_the_in_process_parser_starts_nothing():
+    before = set(multiprocessing.active_children())
+    parser = InProcessParser()
+    parser.start()
+    assert set(multiprocessing.active_children()) == before
+    assert parser.parse([customer_mail("c@cust.example", "Hello", "body")], 2**20).mail(0).subject == "Hello"
 
 
 def test_what_the_helper_has_not_started_the_desk_parses_itself():
