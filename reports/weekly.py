@@ -12,6 +12,7 @@ import base64
 import csv
 import io
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -48,6 +49,37 @@ def policy_for(config: Config) -> Policy:
 def build_report(store: Store, config: Config, week: Week) -> WeeklyReport:
     # Each store computes it where its data is: in memory for TinyDB, in SQL for PostgreSQL.
     return store.weekly_report(week, policy_for(config))
+
+
+# The templates render_report uses (``labels()`` reads theirs as templates too).
+REPORT_TEMPLATES = ("weekly_report", "weekly_subject", "stage", "suggestion", "record_levels", "report_labels")
+
+
+def rendered_report(store: Store, config: Config, week: Week, renderer: Renderer, *, late: bool = False,
+                    inline_images: bool = False) -> RenderedReport:
+    """The week's report, computed by the store and rendered.
+
+    What rendering needs the first time in a process (matplotlib, about a second to load, and
+    the report's templates, compiled at first use) loads in a thread meanwhile: while the
+    PostgreSQL store computes, this process mostly waits for the server.
+    """
+    loading = threading.Thread(target=_load_rendering, args=(renderer, config.report.language),
+                               name="report-loading", daemon=True)
+    loading.start()
+    try:
+        report = build_report(store, config, week)
+    finally:
+        loading.join()
+    return render_report(report, config, renderer, late=late, inline_images=inline_images)
+
+
+def _load_rendering(renderer: Renderer, lang: str) -> None:
+    try:
+        import maildesk.reports.charts  # noqa: F401 - loaded now, used by render_report
+
+        renderer.load([f"{lang}/{key}.txt" for key in REPORT_TEMPLATES] + ["layout/weekly_report.html"])
+    except Exception:  # noqa: BLE001 - rendering itself will meet the same trouble and say so
+        log.debug("loading the report's rendering ahead failed", exc_info=True)
 
 
 @dataclass
@@ -176,8 +208,7 @@ class WeeklyReportJob:
         return week.label
 
     def send(self, week: Week, now: datetime, *, late: bool = False) -> list[OutboundMail]:
-        report = build_report(self.store, self.config, week)
-        rendered = render_report(report, self.config, self.renderer, late=late)
+        rendered = rendered_report(self.store, self.config, week, self.renderer, late=late)
         mails = report_mails(rendered, self.config, self.store, now)
         for mail in mails:
             self.store.enqueue(mail)

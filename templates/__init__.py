@@ -43,6 +43,11 @@ class Renderer:
         """A language-neutral layout (``templates/layout/``) whose words come from the context."""
         return self._env.get_template(f"layout/{name}").render(**context)
 
+    def load(self, names: list[str]) -> None:
+        """Compile these templates (``zh/key.txt``, ``layout/name``) now rather than at their first use."""
+        for name in names:
+            self._env.get_template(name)
+
     def labels(self, key: str, lang: str) -> dict[str, str]:
         """A ``name = text`` template (chart titles and the like) as a dict."""
         found = {}

@@ -326,6 +326,51 @@ def test_helpdesk_report_prints_the_same_on_both_stores(postgres, tmp_path):
 
 
 
+LOADING_WHILE_COMPUTING = """
+import sys, time
+from maildesk.daemon.config import load_config
+from maildesk.reports.weekly import rendered_report
+from maildesk.storage.base import open_store
+from maildesk.templates import Renderer
+from tests.test_report_sql import WEEK
+
+def charts_loaded():
+    return hasattr(sys.modules.get("maildesk.reports.charts"), "render_charts")
+
+config = load_config(sys.argv[1])
+with open_store(config) as store:
+    compute = store.weekly_report
+    seen = []
+
+    def weekly_report(week, policy):  # a store that computes until the charts are loaded (60 s at most)
+        for _ in range(600):
+            if charts_loaded():
+                break
+            time.sleep(0.1)
+        seen.append(charts_loaded())
+        return compute(week, policy)
+
+    store.weekly_report = weekly_report
+    assert not charts_loaded()
+    rendered = rendered_report(store, config, WEEK, Renderer())
+print(seen, len(rendered.charts), rendered.subject)
+"""
+
+
+def test_the_first_report_of_a_process_loads_its_charts_while_the_store_computes(tmp_path):
+    tickets, records, plans = generate(seed=5, count=60)
+    path = tmp_path / "desk.toml"
+    path.write_text(CONFIG.format(storage=f'path = "{tmp_path}/helpdesk.json"'), encoding="utf-8")
+    with TicketStore(tmp_path / "helpdesk.json") as tiny:
+        fill(tiny, tickets, records, plans)
+    proc = subprocess.run([sys.executable, "-c", LOADING_WHILE_COMPUTING, str(path)], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen, charts, subject = proc.stdout.split(" ", 2)
+    assert (seen, charts) == ("[True]", "3")
+    assert WEEK.label in subject
+
+
 @pytest.mark.parametrize("hours", [48, 4.5, 0.1, 1 / 3, 72.000001, 0, -1])
 def test_overdue_at_draws_the_line_where_the_pure_age_does(hours):
     """The SQL report counts overdue tickets by creation time: the same tickets as age * 24 > hours."""
