@@ -297,3 +297,29 @@ def test_private_use_characters_in_the_mail_do_not_mark_quotes():
     # html_to_text marks quote depth with private-use characters; the same characters in a mail are data.
     assert html_to_text("a\ue000\ue101b") == "a\ue101b"
     assert html_to_text('x\ue000\ue103y<blockquote type="cite">q</blockquote>') == "x\ue103y\n> q"
+
+
+# A whole short line that is a device phrase starts the signature, whatever the language and model; a sentence
+# that only begins like one stays text.
+DEVICE_LINES = [
+    ("Sent from my iPhone 15 Pro", True),
+    ("发自我的iPhone", True),
+    ("iPhoneから送信", True),
+    ("iPhone에서 보냄", True),
+    ("从我的 iPhone 发送", True),
+    ("Von meinem Samsung Galaxy S23 gesendet", True),
+    ("Trimis de pe iPhone-ul meu", True),
+    ("Sent from my cell phone.", True),
+    ("Enviado desde mi móvil Xiaomi", True),
+    ("Sent from my car", False),
+    ("Sent from myiPhone", False),
+    ("Sent from my iPhone, so excuse the typos", False),
+    ("Sent from my iPhone 15 Pro Max in the train", False),
+]
+
+
+@pytest.mark.parametrize("line, is_signature", DEVICE_LINES, ids=[line for line, _ in DEVICE_LINES])
+def test_device_line_starts_the_signature(line, is_signature):
+    parts = split_reply(f"Printer works again.\n\n{line}")
+    assert parts.signature == (line if is_signature else "")
+    assert parts.new == ("Printer works again." if is_signature else f"Printer works again.\n\n{line}")
