@@ -61,6 +61,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from maildesk.model import OutboundMail, PlanItem, StaffRecord, Ticket
@@ -400,6 +401,52 @@ class _Lease:
                              (self.token,))
             except psycopg.Error:
                 pass
+
+
+class SnapshotReaders:
+    """Read-only connections that all see one snapshot of the database (as pg_dump's parallel jobs do).
+
+    The first exports its snapshot and the others take it (``SET TRANSACTION SNAPSHOT``), so reads
+    split between them fit together even while another desk or an import commits.
+    """
+
+    def __init__(self, url: str, password: str | None, count: int) -> None:
+        self._conns: list[psycopg.Connection] = []
+        try:
+            for _ in range(count):
+                self._conns.append(connect(url, password, readonly=True))
+            first = self._conns[0]
+            first.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = first.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            for conn in self._conns[1:]:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute(pgsql.SQL("SET TRANSACTION SNAPSHOT {}").format(pgsql.Literal(snapshot)))
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"cannot share a snapshot: {_one_line(exc)}") from None
+        except BaseException:
+            self.close()
+            raise
+        self.reads = [self._reader(conn) for conn in self._conns]
+
+    @staticmethod
+    def _reader(conn: psycopg.Connection):
+        def read(sql: str, params: tuple | list | dict | None = None) -> psycopg.Cursor:
+            try:
+                return conn.execute(sql, params)
+            except psycopg.Error as exc:
+                raise StoreError(f"report: {_one_line(exc)}") from None
+        return read
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()  # ends the read-only transaction
+
+    def __enter__(self) -> "SnapshotReaders":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class StandbyStopped(StoreError):
@@ -1080,7 +1127,20 @@ class PostgresStore(TagFormat):
 
     # -- the weekly report (storage/postgres_report.py) ----------------------------------------
     def weekly_report(self, week, policy):
-        """The report's figures in SQL over ticket_events: no ticket document decoded but the week's own."""
+        """The report's figures in SQL over ticket_events: no ticket document decoded but the week's own.
+
+        Two connections on one snapshot share the queries, so that two server processes work on
+        them; but while this desk has writes not yet committed, only its own connection sees them,
+        and it alone reads.
+        """
         from maildesk.storage.postgres_report import weekly_report  # reports import storage, not the other way
 
-        return weekly_report(self._read, week, policy)
+        if self._in_tx:
+            return weekly_report([self._read], week, policy)
+        try:
+            readers = SnapshotReaders(self.url, self._password, 2)
+        except StoreError as exc:  # e.g. the server's connection limit: one connection does it all
+            log.warning("the weekly report reads on one connection: %s", exc)
+            return weekly_report([self._read], week, policy)
+        with readers:
+            return weekly_report(readers.reads, week, policy)

@@ -40,8 +40,10 @@ from __future__ import annotations
 import gc
 import statistics
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 from maildesk.model import STAGES
 from maildesk.reports.metrics import (CARRIED_LISTED, NOT_STAFF_ACTIONS, REOPEN_KINDS, ClosedCase, OpenCase,
@@ -75,36 +77,46 @@ FIRST_RESPONSE = ("LEFT JOIN LATERAL (SELECT f.at FROM ticket_events f WHERE f.n
                   "ORDER BY f.position LIMIT 1) fr ON true")
 
 
-def weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
+def weekly_report(reads: Sequence[Read], week: Week, policy: Policy) -> WeeklyReport:
+    """The report from one connection, or from two on one snapshot, each taking half the queries."""
     # These queries are many short index walks: compiling them (JIT) would cost more than running them.
-    jit = read("SELECT current_setting('jit'), set_config('jit', 'off', false)").fetchone()[0]
+    jits = [read("SELECT current_setting('jit'), set_config('jit', 'off', false)").fetchone()[0] for read in reads]
     # Some 50,000 objects that all live on (a million tickets: the week's tickets and cases): the
     # cyclic collector would walk them again and again while they are built, for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        report = _weekly_report(read, week, policy)
+        report = _weekly_report(reads, week, policy)
     finally:
         if collecting:
             gc.enable()
-    read("SELECT set_config('jit', %s, false)", (jit,))  # (left off after an error: harmless for the desk)
+    for read, jit in zip(reads, jits):
+        read("SELECT set_config('jit', %s, false)", (jit,))  # (left off after an error: harmless for the desk)
     return report
 
 
-def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
+def _weekly_report(reads: Sequence[Read], week: Week, policy: Policy) -> WeeklyReport:
     start, end = week.start, week.end
     weeks = [week.previous(back) for back in range(8, -1, -1)]
     bounds = [w.start for w in weeks] + [end]
     p = {"start": start, "end": end, "window": bounds[0], "bounds": bounds,
          "staff": sorted(policy.staff), "not_staff": list(NOT_STAFF_ACTIONS), "reopen": list(REOPEN_KINDS),
          "internal": sorted(policy.internal_domains), "fr_hours": float(policy.first_response_hours),
-         "res_hours": float(policy.resolution_hours)}
-
-    resolutions = _resolutions(read, p)
-    ratings = _ratings(read, p)
-    by_assignee, requests, closed_numbers = _week_events(read, p)
-    trend, open_by_stage, carried, carried_count, overdue_count = _open_and_trend(read, p, weeks)
-    tickets_of_week, closed_cases, received = _week_tickets(read, {**p, "closed": sorted(closed_numbers)})
+         "res_hours": float(policy.resolution_hours), "earlier": week.previous(4).start}
+    read = reads[0]
+    if len(reads) > 1:
+        # The server works on both halves at once, one backend each (the week's own tickets, and
+        # the figures over the nine weeks): they take about as long as each other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-sql") as beside:
+            later = beside.submit(_window_figures, reads[1], p, weeks)
+            week_lists = _week_lists(read, p)
+            window = later.result()
+    else:
+        window = _window_figures(read, p, weeks)
+        week_lists = _week_lists(read, p)
+    resolutions, ratings, comments, records, plans, stage_wait, risks, \
+        (trend, open_by_stage, carried, carried_count, overdue_count) = window
+    by_assignee, requests, closed_numbers, tickets_of_week, closed_cases, received, subjects_before = week_lists
     # The week's new tickets by origin, and their first-response hours, from the rows the CSV lists.
     received_by_origin: Counter = Counter()
     first_responses: dict[str, list[float]] = {}
@@ -124,7 +136,7 @@ def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
     for r in ratings:
         distribution[r["score"]] += r["count"]
 
-    scores = _scorecard(week, [], _records(read, p), policy, [], [])
+    scores = _scorecard(week, [], records, policy, [], [])
     for s in scores:
         closed_by, reopened_by = by_assignee.get(s.email, (0, 0))
         s.closed, s.reopened = closed_by, reopened_by
@@ -151,28 +163,63 @@ def _weekly_report(read: Read, week: Week, policy: Policy) -> WeeklyReport:
         csat_responses=rated, csat_requests=requests,
         csat_response_rate=(rated / requests) if requests else None,
         csat_distribution=distribution,
-        comments=_comments(read, p),
+        comments=comments,
         trend=trend,
         closed_cases=closed_cases,
         recurring=recurring_topics(tickets_of_week),
         carried_over=carried,
         carried_over_count=carried_count,
         overdue_count=overdue_count,
-        plans=[plan_from_doc(doc) for doc, in read("SELECT doc FROM plans WHERE at >= %(start)s AND at < %(end)s "
-                                                  "ORDER BY id", p)],
+        plans=plans,
         suggestions=[],
         technicians=scores,
-        stage_wait_hours=_stage_wait(read, p),
+        stage_wait_hours=stage_wait,
         tickets_of_week=tickets_of_week,
     )
-    report.suggestions = (_growing_topics(read, p, week, [t.subject for t in received])
+    report.suggestions = (_growing_topics(subjects_before, [t.subject for t in received])
                           + _suggestions(report, week, []))
-    report.risks = _risks(read, p)
+    report.risks = risks
     if policy.internal_domains:
         report.by_origin = {origin: _origin_figures(origin, received_by_origin.get(origin, 0), first_responses,
                                                     resolutions, ratings)
                             for origin in ("internal", "external")}
     return report
+
+
+class _Window(NamedTuple):
+    """What the report counts over the nine weeks, and the week's short lists."""
+    resolutions: list[dict]
+    ratings: list[dict]
+    comments: list[tuple[str, int, str]]
+    records: list
+    plans: list
+    stage_wait: dict[str, float]
+    risks: list[Risk]
+    open_and_trend: tuple
+
+
+class _WeekLists(NamedTuple):
+    """The week's events, its tickets (the CSV's rows), and the subjects of the four weeks before."""
+    by_assignee: dict[str, tuple[int, int]]
+    requests: int
+    closed_numbers: set[int]
+    tickets_of_week: list[TicketRow]
+    closed_cases: list[ClosedCase]
+    received: list[TicketRow]
+    subjects_before: list[tuple[str, int]]
+
+
+def _window_figures(read: Read, p: dict, weeks: list[Week]) -> _Window:
+    plans = [plan_from_doc(doc) for doc, in read("SELECT doc FROM plans WHERE at >= %(start)s AND at < %(end)s "
+                                                 "ORDER BY id", p)]
+    return _Window(_resolutions(read, p), _ratings(read, p), _comments(read, p), _records(read, p), plans,
+                   _stage_wait(read, p), _risks(read, p), _open_and_trend(read, p, weeks))
+
+
+def _week_lists(read: Read, p: dict) -> _WeekLists:
+    events = _week_events(read, p)
+    tickets = _week_tickets(read, {**p, "closed": sorted(events[2])})
+    return _WeekLists(*events, *tickets, _subjects_before(read, p))
 
 
 def _origin_figures(origin: str, received: int, first_responses: dict[str, list[float]],
@@ -414,15 +461,20 @@ def _week_tickets(read: Read, p: dict) -> tuple[list[TicketRow], list[ClosedCase
     return tickets, cases, [t for t, row in zip(tickets, rows) if row[15]]
 
 
-def _growing_topics(read: Read, p: dict, week: Week, received: list[str]) -> list[Suggestion]:
+def _subjects_before(read: Read, p: dict) -> list[tuple[str, int]]:
+    """The four weeks before the week's subjects, each with its count (subjects repeat)."""
+    return read("SELECT subject, count(*) FROM tickets WHERE created_at >= %(earlier)s AND created_at < %(start)s "
+                "GROUP BY subject", p).fetchall()
+
+
+def _growing_topics(subjects_before: list[tuple[str, int]], received: list[str]) -> list[Suggestion]:
     """metrics._suggestions' "growing-topic" items, with the four earlier weeks' subjects counted in SQL."""
     this_week: Counter = Counter()
     for subject, n in Counter(received).items():  # subjects repeat: each read once
         for term in topics(subject):
             this_week[term] += n
     before: Counter = Counter()
-    for subject, n in read("SELECT subject, count(*) FROM tickets WHERE created_at >= %(earlier)s "
-                           "AND created_at < %(start)s GROUP BY subject", {**p, "earlier": week.previous(4).start}):
+    for subject, n in subjects_before:
         for term in topics(subject):
             before[term] += n
     growing = [(term, n) for term, n in this_week.items() if n >= 3 and n >= 2 * (before[term] / 4) + 1]

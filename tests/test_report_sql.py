@@ -219,6 +219,59 @@ def test_the_generated_weeks_hold_what_the_report_measures(stores):
     assert report.median_first_response_hours is not None and report.p90_resolution_hours is not None
 
 
+def test_a_report_made_before_the_commit_sees_this_desks_writes_and_one_after_sees_only_committed_rows(postgres):
+    tickets, records, plans = generate(seed=9, count=120)
+    url = postgres.create_database()
+    with PostgresStore(url) as pg:
+        fill(pg, tickets, records, plans)
+        before = pg.weekly_report(WEEK, POLICY).received
+        created = WEEK.start + timedelta(days=2)
+        extra = Ticket(number=len(tickets) + 1, tag=pg.format_tag(len(tickets) + 1), subject="Printer offline",
+                       customer="new@cust1.example", customer_name="", stage="received", language="en",
+                       created_at=created, updated_at=created,
+                       events=[Event(created, "new@cust1.example", "created", None, "received")])
+        pg.save_ticket(extra)  # not committed: only this desk's own connection sees it
+        assert pg.weekly_report(WEEK, POLICY).received == before + 1
+        with PostgresStore(url, readonly=True) as other:  # another process reading: not yet there
+            assert other.weekly_report(WEEK, POLICY).received == before
+        pg.commit()
+        assert pg.weekly_report(WEEK, POLICY).received == before + 1
+        with PostgresStore(url, readonly=True) as other:
+            assert other.weekly_report(WEEK, POLICY).received == before + 1
+
+
+def test_snapshot_readers_see_one_moment_while_others_commit(postgres):
+    from maildesk.storage.postgres import SnapshotReaders
+
+    url = postgres.create_database()
+    with PostgresStore(url) as pg:
+        fill(pg, *generate(seed=4, count=30))
+    count = "SELECT count(*) FROM tickets"
+    with SnapshotReaders(url, None, 2) as readers:
+        first, second = readers.reads
+        assert first(count).fetchone()[0] == 30
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DELETE FROM tickets WHERE number > 10")  # another desk commits meanwhile
+        assert second(count).fetchone()[0] == 30, "the second connection reads the first one's moment"
+        assert first(count).fetchone()[0] == 30
+    with SnapshotReaders(url, None, 2) as readers:
+        assert [read(count).fetchone()[0] for read in readers.reads] == [10, 10]
+
+
+def test_a_report_refused_more_connections_is_made_on_one(postgres, caplog):
+    url = postgres.create_database()
+    with PostgresStore(url) as pg:
+        fill(pg, *generate(seed=6, count=80))
+        expected = pg.weekly_report(WEEK, POLICY).to_json()
+    database = url.rsplit("/", 1)[1]
+    with postgres.admin(database) as conn:  # a role the server lets in once at a time
+        conn.execute("CREATE ROLE single_seat LOGIN CONNECTION LIMIT 1")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO single_seat")
+    with PostgresStore(postgres.url(database, user="single_seat"), readonly=True) as lonely:
+        assert lonely.weekly_report(WEEK, POLICY).to_json() == expected
+    assert "the weekly report reads on one connection" in caplog.text
+
+
 def test_the_events_table_follows_every_save(stores):
     _, pg, tickets = stores
     stored = pg._read("SELECT number, position, at, actor, kind, from_stage, to_stage, coalesce(detail, '') "
