@@ -79,14 +79,17 @@ class Desk:
         self.timers = TimerRunner(config, self.store, default_renderer(), clock=clock)
         self.weekly_report = WeeklyReportJob(config, self.store, default_renderer())
         # Imported here, not with the module: `run` installs its signal handlers before building the Desk.
+        from maildesk.parsers import reply
         from maildesk.reports.appraisal import AppraisalJob
         from maildesk.reports.monthly import MonthlySummaryJob
         from maildesk.workflow.similar import index_for
 
         self.appraisal = AppraisalJob(config, self.store, default_renderer())
         self.monthly_summary = MonthlySummaryJob(config, self.store, default_renderer())
-        # The closed cases a new ticket is compared with: read once, at start, not at the first mail.
+        # The closed cases a new ticket is compared with: read once, at start, not at the first mail;
+        # so are the reply splitter's largest patterns built.
         index_for(self.store)
+        reply.prepare()
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(JOBS_EVERY_SECONDS).seconds.do(self.run_jobs)
         self.scheduler.every(HOUSEKEEPING_EVERY_SECONDS).seconds.do(self.housekeeping)
@@ -214,6 +217,7 @@ class Desk:
                 self.deliver_outbox(summary)
                 if should_stop():
                     break
+                self.weekly_report.load_rendering()  # while the desk waits: its first report is then no slower
                 self.mailbox.wait_for_mail(self._wait_seconds(), should_stop)
             except (MailboxUnavailable, *CONNECTION_ERRORS) as exc:
                 self.mailbox.close()

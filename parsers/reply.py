@@ -104,6 +104,11 @@ _SEPARATOR = re.compile(
     rf"[\s{re.escape(_DECORATION)}\[\]:]*$", re.IGNORECASE)
 
 
+def prepare() -> None:
+    """Build now what is otherwise built at its first use (the daemon does, at start, not at a mail)."""
+    _device_pattern()
+
+
 @functools.cache
 def _device_pattern() -> re.Pattern[str]:
     """A whole line that is one of the device phrases, "{device}" standing for a known device and model.

@@ -181,6 +181,15 @@ class WeeklyReportJob:
         self.config = config
         self.store = store
         self.renderer = renderer
+        self._loading: threading.Thread | None = None
+
+    def load_rendering(self) -> None:
+        """Load what rendering needs now, in a thread, once (the daemon calls this when it first has
+        nothing to do): then even its first report is made as fast as any later one."""
+        if self._loading is None and self.config.team.leadership:
+            self._loading = threading.Thread(target=_load_rendering, args=(self.renderer, self.config.report.language),
+                                             name="report-loading", daemon=True)
+            self._loading.start()
 
     def due_at(self, week: Week) -> datetime:
         """When the report of ``week`` is due: the configured weekday and time after it."""

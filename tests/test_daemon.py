@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,28 @@ def test_log_file_is_private_and_holds_no_secret(tmp_path, dovecot, mailbox, smt
     assert stat.S_IMODE(log.parent.stat().st_mode) == stat.S_IMODE(log.parent.parent.stat().st_mode) == 0o700
     text = log.read_text()
     assert "outcome=ticket" in text and mailbox.password not in text
+
+
+def mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize("leadership", [("boss@example.com",), ()], ids=["reports", "no-reports"])
+def test_an_idle_daemon_loads_the_report_charts_before_its_first_report(tmp_path, dovecot, mailbox, smtp_sink,
+                                                                       leadership):
+    """The daemon's first weekly report is made as fast as any later one: what rendering needs
+    (matplotlib, whose font library shows in the process's memory map) loads while it waits."""
+    config = write_config(tmp_path / "desk", imap_port=dovecot.port, imap_user=mailbox.username,
+                          imap_password=mailbox.password, smtp_port=smtp_sink.port, leadership=leadership)
+    proc = start_daemon(config, password=mailbox.password, log_path=tmp_path / "daemon.log")
+    try:
+        mailbox.deliver(customer_mail("idle@cust.example", "Before going idle", "one"))
+        smtp_sink.wait_for(1, timeout=60)  # answered: the daemon is in its loop
+        deadline = time.monotonic() + (60 if leadership else 2)  # without leadership: no report, nothing loads
+        while "ft2font" not in mapped_files(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ("ft2font" in mapped_files(proc.pid)) == bool(leadership)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        stop_if_running(proc)
