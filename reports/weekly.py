@@ -63,14 +63,18 @@ def rendered_report(store: Store, config: Config, week: Week, renderer: Renderer
     the report's templates, compiled at first use) loads in a thread meanwhile: while the
     PostgreSQL store computes, this process mostly waits for the server.
     """
-    loading = threading.Thread(target=_load_rendering, args=(renderer, config.report.language),
-                               name="report-loading", daemon=True)
-    loading.start()
+    loading = _start_loading(renderer, config.report.language)
     try:
         report = build_report(store, config, week)
     finally:
         loading.join()
     return render_report(report, config, renderer, late=late, inline_images=inline_images)
+
+
+def _start_loading(renderer: Renderer, lang: str) -> threading.Thread:
+    loading = threading.Thread(target=_load_rendering, args=(renderer, lang), name="report-loading", daemon=True)
+    loading.start()
+    return loading
 
 
 def _load_rendering(renderer: Renderer, lang: str) -> None:
@@ -187,9 +191,7 @@ class WeeklyReportJob:
         """Load what rendering needs now, in a thread, once (the daemon calls this when it first has
         nothing to do): then even its first report is made as fast as any later one."""
         if self._loading is None and self.config.team.leadership:
-            self._loading = threading.Thread(target=_load_rendering, args=(self.renderer, self.config.report.language),
-                                             name="report-loading", daemon=True)
-            self._loading.start()
+            self._loading = _start_loading(self.renderer, self.config.report.language)
 
     def due_at(self, week: Week) -> datetime:
         """When the report of ``week`` is due: the configured weekday and time after it."""
