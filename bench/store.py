@@ -220,7 +220,7 @@ def main(argv=None) -> int:
                   f"{median(pg0_per):.2f} ms at 0, {median(pgn_per):.2f} ms at {tickets:,}: ratio "
                   f"{median(pgn_per) / median(pg0_per):.2f} (target <= 1.5)")
         print(f"memory: {rss_before:.0f} MB resident before the intake at {tickets:,} tickets, {rss_after:.0f} MB "
-              f"after, {rss_report:.0f} MB after three weekly reports, peak {rss_peak:.0f} MB since the store was "
+              f"after, {rss_report:.0f} MB after four weekly reports, peak {rss_peak:.0f} MB since the store was "
               f"opened (the PostgreSQL store keeps no per-ticket state in the process; a report holds its week's "
               f"rows only)")
         warm_sql, warm_render = sorted(runs, key=sum)[1]
