@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Protocol
@@ -39,6 +40,9 @@ def _helper_starts() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # elsewhere the helper ends when it finds its work queue closed
+    # Its work can wait (a batch ahead, and the desk takes back what it has not started); the desk's
+    # and the mail servers' cannot: on a busy machine the helper gets what CPU they leave.
+    os.nice(HELPER_NICENESS)
     import maildesk.parsers  # noqa: F401 - its import (compiled patterns) is most of a helper's start
 
 
@@ -157,6 +161,9 @@ class _Ahead:
         # Started (or handed to the helper's queue) and not done: ``mail()`` would wait for it.
         return future if future.running() else None
 
+
+# How much lower the helper's CPU priority is than the desk's (nice(2), 0-19).
+HELPER_NICENESS = 10
 
 # Mails per request to the helper: small enough that the desk takes back most of what the
 # helper cannot get to in time, large enough that a request costs little.

@@ -16,7 +16,7 @@ import pytest
 
 from maildesk.daemon.app import Desk
 from maildesk.daemon.config import load_config
-from maildesk.daemon.parsing import HelperProcessParser, InProcessParser
+from maildesk.daemon.parsing import HELPER_NICENESS, HelperProcessParser, InProcessParser
 from maildesk.parsers import parse_mail
 from maildesk.storage.base import open_store
 
@@ -87,6 +87,20 @@ def test_a_started_helper_is_running_before_the_first_batch_and_serves_it():
     finally:
         helper.close()
     assert not set(multiprocessing.active_children()) - before
+
+
+def test_the_helper_runs_at_a_lower_priority_than_the_desk():
+    """On a busy machine the desk and the mail servers come first; the helper's work can wait."""
+    raws = [customer_mail("c@cust.example", "Request", "body")]
+    before = set(multiprocessing.active_children())
+    helper = HelperProcessParser()
+    try:
+        assert helper.parse(raws, 2**20).mail(0).subject == "Request"  # started, and its start-up done
+        (child,) = set(multiprocessing.active_children()) - before
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.nice(0) + HELPER_NICENESS)
+        assert HELPER_NICENESS > 0
+    finally:
+        helper.close()
 
 
 def test_the_in_process_parser_starts_nothing():
