@@ -137,8 +137,9 @@ class DemoImapServer:
         for service in services.values():
             service.add_arguments(parser)
         parser.set_defaults(skip_services=[], passlib_cfg=None, debug=False)
+        # "--name=value": a password that starts with "-" is still a value, not an option.
         return parser.parse_args(["--host", self.host, "--port", str(self.port), "--no-tls", "dict",
-                                  "--demo-user", self.username, "--demo-password", self.password])
+                                  f"--demo-user={self.username}", f"--demo-password={self.password}"])
 
     async def _serve(self) -> None:
         from pymap.service import services

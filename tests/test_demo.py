@@ -73,3 +73,18 @@ def test_demo_keep_serves_a_real_mail_client_until_interrupted(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     assert log.read_text().rstrip().endswith("stopped.")
+
+
+def test_the_demo_imap_server_takes_a_password_that_starts_with_a_dash():
+    # Random test passwords (token_urlsafe) start with "-" one time in 64: it must still be a password.
+    import imaplib
+
+    from maildesk.demo import DemoImapServer
+
+    server = DemoImapServer("support@example.com", "-Xy_12ab").start()
+    client = imaplib.IMAP4(server.host, server.port)
+    try:
+        assert client.login("support@example.com", "-Xy_12ab")[0] == "OK"
+    finally:
+        client.logout()
+        server.stop()
