@@ -232,6 +232,8 @@ class IntakeRunner:
         self.parser = parser if parser is not None else InProcessParser()
         self.directory = directory_from(config)
         self.desk = Address(config.smtp.from_address, config.smtp.from_name)
+        # Per mail only the time changes (context_for would hash the whole config each time).
+        self._context = _context_template(config, renderer)
         self._next: _NextBatch | None = None
 
     def run_batch(self) -> BatchResult:
@@ -364,7 +366,7 @@ class IntakeRunner:
 
     def _effects_for(self, mail: InboundMail) -> Effects:
         now = self.clock()
-        ctx = context_for(self.config, self.renderer, now)
+        ctx = replace(self._context, now=now)
         route = decide(mail, self.store, ctx)
         if route.kind == "new" or (route.kind == "forged" and route.ticket is None):
             number = self.store.allocate_ticket_number()

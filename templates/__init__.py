@@ -27,26 +27,39 @@ class Renderer:
             # The templates ship with the code: no stat() of the file before every render.
             auto_reload=False,
         )
+        self._templates: dict[str, jinja2.Template] = {}
+
+    def _template(self, name: str) -> jinja2.Template:
+        template = self._templates.get(name)
+        if template is None:
+            template = self._env.get_template(name)
+            # Jinja keeps a template's globals as a ChainMap over the environment's and copies
+            # them into every render's context; copied from a plain dict that is one C call,
+            # from a ChainMap a dozen Python ones (some 4% of the desk's work on a new ticket).
+            # Nothing changes the globals once the templates are loaded.
+            template.globals = dict(template.globals)
+            self._templates[name] = template
+        return template
 
     def render(self, key: str, lang: str, **context) -> str:
         if lang not in LANGUAGES:
             lang = "en"
-        return self._env.get_template(f"{lang}/{key}.txt").render(**context)
+        return self._template(f"{lang}/{key}.txt").render(**context)
 
     def render_html(self, key: str, lang: str, **context) -> str:
         """An HTML template: every value is escaped unless marked safe."""
         if lang not in LANGUAGES:
             lang = "en"
-        return self._env.get_template(f"{lang}/{key}.html").render(**context)
+        return self._template(f"{lang}/{key}.html").render(**context)
 
     def render_layout(self, name: str, **context) -> str:
         """A language-neutral layout (``templates/layout/``) whose words come from the context."""
-        return self._env.get_template(f"layout/{name}").render(**context)
+        return self._template(f"layout/{name}").render(**context)
 
     def load(self, names: list[str]) -> None:
         """Compile these templates (``zh/key.txt``, ``layout/name``) now rather than at their first use."""
         for name in names:
-            self._env.get_template(name)
+            self._template(name)
 
     def labels(self, key: str, lang: str) -> dict[str, str]:
         """A ``name = text`` template (chart titles and the like) as a dict."""

@@ -121,7 +121,7 @@ def test_a_full_digest_is_continued_by_another_sent_at_the_same_time(store_opene
     from maildesk.workflow import digest as digest_module
 
     entries = [entry(i, T0 + timedelta(seconds=i)) for i in range(1, 8)]
-    # Room for about two tickets per digest (a real one holds some 2,000).
+    # Room for about two tickets per digest (a real one holds some 200).
     monkeypatch.setattr(digest_module, "MAX_TEXT_CHARS", len(entries[0].head) + 2 * len(entries[0].block) + 20)
     with store_opener() as store:
         for e in entries:

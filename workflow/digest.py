@@ -26,10 +26,11 @@ from maildesk.parsers.subject import tagged_subject
 
 PERIOD = timedelta(minutes=10)
 EXCERPT_CHARS = 160
-# A digest stops growing here (some 2,000 tickets): the rest of its period's tickets go into a
-# continuation sent at the same time.  So no digest outgrows what mail servers take (10 MB is a
-# common limit), and a long flood does not rewrite an ever longer text at every commit.
-MAX_TEXT_CHARS = 1_000_000
+# A digest stops growing here (some 200 tickets, a list a person still reads through): the rest
+# of its period's tickets go into a continuation sent at the same time.  Each folded ticket
+# appends to the open digest's text, and each commit writes it whole, so this bound also keeps a
+# long flood's cost per ticket flat.
+MAX_TEXT_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def _frame(renderer, lang: str, limit: int) -> tuple[str, str]:
             renderer.labels("subjects", lang)["digest"])
 
 
+@lru_cache(maxsize=64)
 def recipients_key(recipients: tuple[str, ...]) -> str:
+    # Asked up to four times per folded ticket, for the same few recipient lists.
     return hashlib.sha256(",".join(sorted(recipients)).encode()).hexdigest()[:12]
 
 
