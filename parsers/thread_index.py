@@ -35,8 +35,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.header import Header
-from email.message import EmailMessage
 
 from maildesk.parsers.subject import clean_subject
 
@@ -161,12 +159,3 @@ def thread_headers(mail) -> list[tuple[str, str]]:
     index = ticket_thread_index(mail.sender.email, mail.ticket, number, at=mail.created_at,
                                 message_id=mail.message_id)
     return [("Thread-Topic", topic), ("Thread-Index", index)]
-
-
-def add_thread_headers(msg, mail) -> None:
-    """Stamp ``msg`` (compat32 or EmailMessage) with the Outlook conversation headers of ``mail``."""
-    for name, value in thread_headers(mail):
-        if isinstance(msg, EmailMessage) or value.isascii():
-            msg[name] = value
-        else:
-            msg[name] = Header(value, "utf-8", header_name=name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from email import message_from_bytes, message_from_string
 from email.message import EmailMessage
-from email.mime.text import MIMEText
 from email.policy import SMTPUTF8
 from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
@@ -19,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 import pytest
 
 from maildesk.daemon.config import Config, SmtpConfig, load_config
-from maildesk.daemon.sender import OutboxSender, build_message, outgoing, wire_address
+from maildesk.daemon.sender import OutboxSender, PlainText, build_message, header_safe, outgoing, wire_address
 from maildesk.model import Address, OutboundMail, Ticket
 from maildesk.parsers import parse_mail
 from maildesk.storage.base import open_store
@@ -55,8 +54,37 @@ def outbound(recipient: str, **kw) -> OutboundMail:
 
 
 def test_ascii_addresses_keep_the_fast_compat32_message():
-    assert isinstance(build_message(outbound("c1@cust.test")), MIMEText)
+    assert isinstance(build_message(outbound("c1@cust.test")), PlainText)
     assert not outgoing(outbound("c1@cust.test"), None, SUPPORT).smtputf8
+
+
+@pytest.mark.parametrize("text", ["您好，我们已收到。\n" * 40, "Hello,\nwe got it.\n", "", "no newline at the end 结尾"])
+def test_the_plain_text_part_is_byte_for_byte_what_mimetext_makes(text):
+    from email.mime.text import MIMEText
+
+    assert PlainText(text).as_bytes() == MIMEText(text, "plain", "utf-8").as_bytes()
+
+
+# Around the point where one encoded word no longer fits on the Subject line (78 characters).
+SUBJECTS = ["Printer jam", "打印机", "长" * 14, "长" * 15, "长" * 16, "长" * 17, "a" * 40 + "中",
+            "VPN 每小时断开一次 " * 6, "tab\tand  spaces 中", "é" * 31]
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_the_fast_wire_form_is_what_the_email_generator_writes(subject):
+    from email.header import Header
+    from email.policy import compat32
+
+    mail = outbound("c1@cust.test", subject=f"[TS-000001] {subject}", references=[f"<r{i}.{'x' * 40}@cust.test>"
+                                                                               for i in range(4)])
+    out = outgoing(mail, None, SUPPORT)
+    assert out.wire == out.message.as_bytes(policy=compat32.clone(linesep="\r\n"))
+    # And the subject is what the library's own encoder writes for it, folded or not (on one
+    # line, without control characters: header_safe).
+    value = header_safe(f"[TS-000001] {subject}")
+    line = value if value.isascii() else Header(value, "utf-8", header_name="Subject").encode(linesep="\r\n")
+    assert f"Subject: {line}\r\n".encode() in out.wire
+    assert parsed(out.wire)["Subject"] == value
 
 
 def test_an_idn_domain_behind_an_ascii_local_part_goes_out_in_its_idna_form():
