@@ -34,6 +34,7 @@ import random
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -73,6 +74,13 @@ class ListMailbox:
     def move(self, uids, folder) -> None:
         for uid in uids:
             self.mails.pop(uid, None)
+
+    def move_soon(self, moves) -> Future:
+        for uids, folder in moves:
+            self.move(uids, folder)
+        done: Future = Future()
+        done.set_result(None)
+        return done
 
 
 def vm(field: str) -> float:

@@ -322,9 +322,13 @@ class IntakeRunner:
             yield None
 
         self.store.commit()
-        # The effects are durable: now, and only now, the mails may leave the inbox.
-        self.mailbox.move(to_processed, self.config.imap.processed_folder)
-        self.mailbox.move(to_quarantine, self.config.imap.quarantine_folder)
+        # The effects are durable: now, and only now, the mails may leave the inbox.  The server
+        # moves them while the desk goes on sending; the batch is done when they have left.
+        moving = self.mailbox.move_soon([(to_processed, self.config.imap.processed_folder),
+                                         (to_quarantine, self.config.imap.quarantine_folder)])
+        while not moving.done():
+            yield moving
+        moving.result()  # an IMAP error is the batch's, as it was when the desk waited for the move
         result.moved += len(to_processed)
         result.quarantined += len(to_quarantine)
 

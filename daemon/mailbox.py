@@ -12,15 +12,20 @@ namespace, special-use folders, MOVE/UIDPLUS/IDLE, Gmail) and lets
 Only mail without ``\\Deleted`` is read: a copied mail flagged by the desk (or
 by anybody) is on its way out and is never handled twice.
 
-imapclient is blocking; the daemon's main loop owns this object alone.
+imapclient is blocking; the daemon's main loop owns this object alone.  The one
+exception is ``move_soon``: the MOVE of a handled batch runs on the mailbox's
+own thread while the desk goes on sending, and every other call waits for it
+first, so the connection still carries one command at a time.
 """
 from __future__ import annotations
 
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from imapclient import IMAPClient
@@ -62,9 +67,16 @@ class Mailbox:
         self._keyword = False  # whether the watched folder keeps MOVED_KEYWORD
         # Connections made so far: UIDs fetched in one are never taken for the same UIDs of the next.
         self.sessions = 0
+        self._mover: ThreadPoolExecutor | None = None
+        self._moving: Future | None = None  # the move_soon() under way, if any
+        self._mover_thread: int | None = None
 
     # -- connection ---------------------------------------------------------------------
     def connect(self) -> None:
+        self._settle()
+        self._connect()
+
+    def _connect(self) -> None:
         c = self.config
         try:
             if c.security == "ssl":
@@ -111,6 +123,10 @@ class Mailbox:
                 client.uid_expunge(leftovers)
 
     def close(self) -> None:
+        self._settle()
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            mover.shutdown(wait=False)
         client, self._client = self._client, None
         if client is None:
             return
@@ -128,9 +144,21 @@ class Mailbox:
 
     @property
     def client(self) -> IMAPClient:
+        self._settle()
+        return self._connected()
+
+    def _connected(self) -> IMAPClient:
         if self._client is None:
-            self.connect()
+            self._connect()
         return self._client
+
+    def _settle(self) -> None:
+        """Wait for the move under way, if any (its outcome is its future's, see ``move_soon``)."""
+        if threading.get_ident() == self._mover_thread:
+            return  # the move itself, reconnecting (or closing a connection it found unusable)
+        moving, self._moving = self._moving, None
+        if moving is not None:
+            wait([moving])
 
     # -- reading ---------------------------------------------------------------------------
     def waiting_uids(self) -> list[int]:
@@ -165,9 +193,32 @@ class Mailbox:
     # -- marking ---------------------------------------------------------------------------
     def move(self, uids: list[int], folder: str) -> None:
         """Move handled mail to ``folder``, a configured name (``imap.processed_folder``) or a server name."""
+        self._settle()
+        self._move(uids, folder)
+
+    def move_soon(self, moves: list[tuple[list[int], str]]) -> Future:
+        """Start these ``move``s on the mailbox's own thread and return at once.
+
+        A MOVE costs the server a folder update (about 8 ms for 50 mails on a local
+        Dovecot, a round trip more on a remote one) that the desk spends sending
+        instead.  The future's ``result()`` raises whatever the moves raised; until
+        they end, every other call of this mailbox waits.
+        """
+        self._settle()
+        if self._mover is None:
+            self._mover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-move")
+        self._moving = self._mover.submit(self._move_all, moves)
+        return self._moving
+
+    def _move_all(self, moves: list[tuple[list[int], str]]) -> None:
+        self._mover_thread = threading.get_ident()
+        for uids, folder in moves:
+            self._move(uids, folder)
+
+    def _move(self, uids: list[int], folder: str) -> None:
         if not uids:
             return
-        client = self.client
+        client = self._connected()
         target = self.layout.server_name(folder)
         if self.layout.marking == "move":
             # On Gmail this takes the INBOX label off; All Mail keeps the message.

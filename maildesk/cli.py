@@ -19,6 +19,7 @@ to stderr and exit non-zero: 2 config, 3 store, 4 mail server.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -222,10 +223,14 @@ def _desk(config, **kwargs):
     from maildesk.daemon.app import Desk
 
     try:
-        return Desk(config, parser=parser, **kwargs)
+        desk = Desk(config, parser=parser, **kwargs)
     except BaseException:
         parser.close()
         raise
+    # What is loaded by now (modules, templates, patterns, the store's documents) lives as long as
+    # the process: kept out of the collector's full passes, which would walk all of it each time.
+    gc.freeze()
+    return desk
 
 
 def _once(config) -> int:

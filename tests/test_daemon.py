@@ -196,3 +196,22 @@ def test_an_idle_daemon_loads_the_report_charts_before_its_first_report(tmp_path
         assert proc.wait(timeout=15) == 0
     finally:
         stop_if_running(proc)
+
+
+def test_the_daemon_keeps_what_it_loaded_out_of_the_collectors_full_passes(tmp_path, monkeypatch):
+    # The store's documents, templates and patterns live as long as the process: a full collection
+    # walking them (at a million tickets, many millions of objects) would be work for nothing.
+    import gc
+
+    from maildesk import cli
+    from maildesk.daemon.config import load_config
+
+    config = write_config(tmp_path, imap_port=1, imap_user="desk", imap_password="x", smtp_port=1)
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "x")
+    gc.unfreeze()
+    desk = cli._desk(load_config(config))
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        desk.close()
+        gc.unfreeze()

@@ -77,6 +77,42 @@ def test_a_backlog_gives_the_same_tickets_and_mail_either_way(desk_config, mailb
     assert all(told.count(f"VPN {i} drops") >= 1 for i in range(70))
 
 
+@pytest.mark.integration
+def test_the_mailbox_moves_on_its_own_thread_and_its_next_command_waits_for_the_move(desk_config, mailbox):
+    mailbox.deliver_many([customer_mail(f"c{i}@cust.example", f"Request {i}", "body") for i in range(30)])
+    config = load_config(desk_config)
+    with Desk(config) as desk:
+        desk.mailbox.connect()
+        uids = desk.mailbox.waiting_uids()
+        moving = desk.mailbox.move_soon([(uids[:20], config.imap.processed_folder),
+                                         (uids[20:25], config.imap.quarantine_folder)])
+        # imaplib carries one command at a time: this SEARCH goes out only after the moves.
+        assert desk.mailbox.waiting_uids() == uids[25:]
+        assert moving.done() and moving.result() is None
+    assert (mailbox.count(config.imap.processed_folder), mailbox.count(config.imap.quarantine_folder)) == (20, 5)
+
+
+@pytest.mark.integration
+def test_a_move_that_fails_fails_its_batch_and_the_next_run_only_moves_the_mail(desk_config, mailbox, smtp_sink):
+    from imapclient.exceptions import IMAPClientError
+
+    mailbox.deliver_many([customer_mail(f"c{i}@cust.example", f"Request {i}", "body") for i in range(5)])
+    config = load_config(desk_config)
+    with Desk(config) as desk:
+        desk.mailbox.connect()
+        with mailbox.client() as other:  # somebody removes the processed folder behind the desk's back
+            other.delete_folder(desk.mailbox.layout.server_name(config.imap.processed_folder))
+        with pytest.raises(IMAPClientError):
+            desk.intake.run_batch()
+        assert mailbox.count("INBOX") == 5, "the mails stay until they can be moved"
+        assert len(list(desk.store.tickets(with_messages=False))) == 5, "their tickets are committed"
+        desk.mailbox.close()
+        again = desk.intake.run_batch()  # reconnects, and makes the folder again
+        assert (again.handled, again.moved, again.outcomes) == (5, 5, {"duplicate": 5})
+        assert len(list(desk.store.tickets(with_messages=False))) == 5
+    assert mailbox.count("INBOX") == 0
+
+
 def test_a_failing_step_is_kept_for_finish_not_raised_into_the_sender():
     done: list[int] = []
 
