@@ -153,6 +153,11 @@ def _build(mail: OutboundMail, load) -> Message:
     return _build_rich(mail, load)
 
 
+_UTF8 = Charset("utf-8")
+# RFC 5322's recommended line length, which Header and the generator fold to.
+MAX_HEADER_LINE = 78
+
+
 class PlainText(MIMENonMultipart):
     """A UTF-8 text/plain message, byte for byte what ``MIMEText(text, "plain", "utf-8")`` makes.
 
@@ -164,9 +169,6 @@ class PlainText(MIMENonMultipart):
         super().__init__("text", "plain", charset="utf-8")
         self["Content-Transfer-Encoding"] = "base64"
         self.set_payload(_UTF8.body_encode(text))
-
-
-_UTF8 = Charset("utf-8")
 
 
 def _build_plain(mail: OutboundMail) -> Message:
@@ -195,10 +197,6 @@ def _encoded(name: str, value: str) -> str | Header:
         return value
     word = _UTF8.header_encode(value)
     return word if len(name) + 2 + len(word) <= MAX_HEADER_LINE else Header(value, "utf-8", header_name=name)
-
-
-# RFC 5322's recommended line length, which Header and the generator fold to.
-MAX_HEADER_LINE = 78
 
 
 def _formatted(email: str, name: str = "") -> str:
