@@ -71,13 +71,10 @@ class ListMailbox:
     def fetch(self, uids, max_bytes):
         return [Fetched(uid, len(self.mails[uid]), self.mails[uid]) for uid in uids]
 
-    def move(self, uids, folder) -> None:
-        for uid in uids:
-            self.mails.pop(uid, None)
-
     def move_soon(self, moves) -> Future:
-        for uids, folder in moves:
-            self.move(uids, folder)
+        for uids, _folder in moves:
+            for uid in uids:
+                self.mails.pop(uid, None)
         done: Future = Future()
         done.set_result(None)
         return done
