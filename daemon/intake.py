@@ -260,6 +260,8 @@ class IntakeRunner:
             fetched, parsed = ahead.fetched, ahead.parsed
         else:
             fetched, parsed = self._fetch(uids)
+        if not fetched:
+            return  # gone between the search and the fetch (another client, or another desk, moved them)
         following = waiting[size:2 * size]
         if self.parser.parses_ahead and following:
             # A backlog: the batch after this one is parsed elsewhere while the desk handles this

@@ -73,7 +73,8 @@ class Mailbox:
 
     # -- connection ---------------------------------------------------------------------
     def connect(self) -> None:
-        self._settle()
+        """(Re)connect: a connection already open is logged out first."""
+        self.close()
         self._connect()
 
     def _connect(self) -> None:

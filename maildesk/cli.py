@@ -272,9 +272,15 @@ def _run(config) -> int:
     from maildesk.storage.base import open_store
     from maildesk.storage.postgres import StandbyStopped
 
+    lease_lost = threading.Event()
+
+    def stop_for_good():
+        lease_lost.set()
+        stop.set()
+
     try:
         # A second desk on a shared store waits here as a standby until the active one's lease lapses.
-        store = open_store(config, standby=stop.is_set)
+        store = open_store(config, standby=stop.is_set, on_lease_lost=stop_for_good)
     except StandbyStopped:
         logging.getLogger("maildesk.daemon").info("stopped (was standby)")
         return 0
@@ -282,6 +288,11 @@ def _run(config) -> int:
         logging.getLogger("maildesk.daemon").info("helpdesk %s running for %s (store %s)", __version__,
                                                   config.support_address, store.location)
         desk.run(stop.is_set)
+    if lease_lost.is_set():
+        # A desk that froze past its lease and woke: its commits and sends are refused (fencing);
+        # it stops at once rather than wait for its next commit to fail.
+        return _fail(f"store: another desk took over {store.location}; this desk stopped without writing",
+                     EXIT_STORE)
     logging.getLogger("maildesk.daemon").info("stopped")
     return 0
 

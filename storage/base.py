@@ -153,17 +153,20 @@ class TagFormat:
 
 
 def open_store(config: "Config", *, readonly: bool = False,
-               standby: Callable[[], bool] | None = None) -> Store:
+               standby: Callable[[], bool] | None = None,
+               on_lease_lost: Callable[[], None] | None = None) -> Store:
     """The store the configuration names.
 
     ``standby``: a writer that finds another desk working waits (calling this
     to learn whether to give up) instead of failing, where the store allows
     two desks on one history; the TinyDB store refuses a second writer always.
+    ``on_lease_lost``: called (from another thread) when such a store finds
+    that another desk took over from this one, which must then stop.
     """
     if config.storage_url:
         from maildesk.storage.postgres import PostgresStore
         return PostgresStore(config.storage_url, password=config.storage_password, prefix=config.tickets.prefix,
-                             readonly=readonly, standby=standby,
+                             readonly=readonly, standby=standby, on_lease_lost=on_lease_lost,
                              show_addresses=None if readonly else config.analysts_see_addresses)
     from maildesk.storage.store import TicketStore
     return TicketStore(config.storage_path, prefix=config.tickets.prefix, readonly=readonly)

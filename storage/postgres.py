@@ -37,8 +37,9 @@ What differs from the TinyDB store, and why:
   session also holds an advisory lock named by its token.  A standby polls
   and takes over as soon as that lock is free (the desk was killed or lost
   its connection: within a poll), or, for a desk that is frozen but still
-  connected, once its lease has lapsed (``LEASE_SECONDS``); a desk that
-  stops cleanly hands the lease over at once.
+  connected, once its lease has lapsed (``LEASE_SECONDS``), ending its
+  session if it froze holding the lease row; a desk that stops cleanly
+  hands the lease over at once.
 * **Schema versions.** ``storage/migrations/NNNN_*.sql`` are applied in order
   by ``helpdesk store migrate`` and recorded in ``schema_migrations``; a
   store whose schema is behind (or ahead of) this code refuses to open.
@@ -78,6 +79,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A desk frozen this long (still connected, not renewing) loses the lease: take-over well inside 10 s.
 LEASE_SECONDS = 6.0
 STANDBY_POLL_SECONDS = 0.5
+# How long a desk taking the lease waits for the lease row: a commit in flight holds it for milliseconds.
+LEASE_ROW_WAIT = "500ms"
 # pg_advisory_lock(ADVISORY_KEY, token): held by the active desk's session for its lease token.
 ADVISORY_KEY = 0x6D64
 
@@ -238,8 +241,11 @@ class PgDeliveryLog:
     server crash could lose lines, like the file version's lost page cache.
     """
 
-    def __init__(self, url: str, password: str | None) -> None:
+    def __init__(self, url: str, password: str | None, lease_token: int | None = None) -> None:
         self._url, self._password = url, password
+        # The desk's lease token: a "sending" line is written only while the lease is still this
+        # desk's, so a desk that froze and woke after a take-over sends nothing more.
+        self._lease_token = lease_token
         self._conn: psycopg.Connection | None = None
 
     def _db(self) -> psycopg.Connection:
@@ -255,7 +261,13 @@ class PgDeliveryLog:
             raise StoreError(f"delivery log: {_one_line(exc)}") from None
 
     def sending(self, mail_id: str) -> None:
-        self._run("INSERT INTO delivery_log (mail_id, state) VALUES (%s, 'sending')", (mail_id,))
+        if self._lease_token is None:
+            self._run("INSERT INTO delivery_log (mail_id, state) VALUES (%s, 'sending')", (mail_id,))
+            return
+        written = self._run("INSERT INTO delivery_log (mail_id, state) SELECT %s, 'sending' FROM desk_lease "
+                            "WHERE id = 1 AND token = %s RETURNING 1", (mail_id, self._lease_token)).fetchone()
+        if written is None:
+            raise StoreError(f"another desk took over {describe(self._url)}; this desk stops without sending")
 
     def sent(self, mail_id: str, at: datetime) -> None:
         self._run("INSERT INTO delivery_log (mail_id, state, at) VALUES (%s, 'sent', %s)", (mail_id, at))
@@ -285,10 +297,12 @@ class PgDeliveryLog:
 class _Lease:
     """The right to write, held by one desk; renewed by a thread of its own."""
 
-    def __init__(self, url: str, password: str | None, location: str) -> None:
+    def __init__(self, url: str, password: str | None, location: str,
+                 on_lost: Callable[[], None] | None = None) -> None:
         self.url = url
         self.password = password
         self.location = location
+        self.on_lost = on_lost
         self.holder = f"{socket.gethostname()} pid {os.getpid()}"
         self.token: int | None = None
         self._stop = threading.Event()
@@ -299,7 +313,7 @@ class _Lease:
         with conn.transaction():
             # FOR UPDATE: desks starting together take turns, and a commit in flight finishes first
             # (bounded: a desk frozen inside its commit must not hang the standby; it tries again).
-            conn.execute("SET LOCAL lock_timeout = '2s'")
+            conn.execute(f"SET LOCAL lock_timeout = '{LEASE_ROW_WAIT}'")
             token, holder, lapsed = conn.execute(
                 "SELECT token, holder, expires_at < now() FROM desk_lease WHERE id = 1 FOR UPDATE").fetchone()
             if not lapsed:
@@ -317,6 +331,35 @@ class _Lease:
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (ADVISORY_KEY, _lock_id(new)))
         return new, holder, lapsed
 
+    def _end_frozen_holder(self, conn: psycopg.Connection) -> tuple[str, bool]:
+        """The lease row is locked: (its holder, whether its session was ended because its lease lapsed).
+
+        A desk frozen inside its commit (SIGSTOP, a paused VM) keeps the row locked while it stays
+        frozen.  Its session's idle-in-transaction timeout ends that only if it froze between
+        statements: frozen in the middle of a pipeline, before the sync, the server is still reading
+        the transaction's messages and no timeout runs.  The committed expiry, read without waiting
+        for the lock, says whether the holder still renews; once it lapsed, its session is ended
+        here, which releases the row and fences the holder out as a take-over would anyway.
+        """
+        token, holder, lapsed = conn.execute(
+            "SELECT token, holder, expires_at < now() FROM desk_lease WHERE id = 1").fetchone()
+        if not lapsed:
+            return holder, False
+        try:
+            ended, = conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND classid = %s::int4::oid AND objid = %s::int4::oid "
+                "AND objsubid = 2 AND granted AND pid <> pg_backend_pid()",
+                (ADVISORY_KEY, _lock_id(token))).fetchone()
+        except psycopg.Error as exc:
+            # Not allowed to (another role, without pg_signal_backend): the server's own timeouts remain.
+            log.warning("standby: cannot end the session of desk %s, whose lease lapsed: %s", holder, _one_line(exc))
+            return holder, False
+        if ended:
+            log.warning("standby: desk %s let its lease lapse inside a commit; its database session is ended",
+                        holder)
+        return holder, bool(ended)
+
     def acquire(self, conn: psycopg.Connection, standby: Callable[[], bool] | None) -> bool:
         told = False
         # Without standby (`once`, `store import`): a moment's grace for a desk that has just died,
@@ -324,9 +367,13 @@ class _Lease:
         grace = time.monotonic() + 2
         while True:
             try:
-                token, holder, lapsed = self._try_take(conn)
-            except psycopg.errors.LockNotAvailable:
-                token, holder, lapsed = None, "a desk in the middle of a commit", False
+                try:
+                    token, holder, lapsed = self._try_take(conn)
+                except psycopg.errors.LockNotAvailable:
+                    token, lapsed = None, False
+                    holder, ended = self._end_frozen_holder(conn)
+                    if ended:
+                        continue
             except psycopg.Error as exc:
                 raise StoreError(f"store {self.location}: {_one_line(exc)}") from None
             if token is not None:
@@ -366,7 +413,9 @@ class _Lease:
                 conn = None
                 continue
             if row is None:
-                log.error("another desk took over %s; this desk's next commit will fail", self.location)
+                log.error("another desk took over %s; this desk sends and commits nothing more", self.location)
+                if self.on_lost is not None:
+                    self.on_lost()
                 break
         if conn is not None:
             conn.close()
@@ -455,7 +504,8 @@ class StandbyStopped(StoreError):
 
 class PostgresStore(TagFormat):
     def __init__(self, url: str, *, password: str | None = None, prefix: str = "TS", readonly: bool = False,
-                 standby: Callable[[], bool] | None = None, show_addresses: bool | None = None) -> None:
+                 standby: Callable[[], bool] | None = None, on_lease_lost: Callable[[], None] | None = None,
+                 show_addresses: bool | None = None) -> None:
         self.url = url
         self._password = password
         self.prefix = prefix
@@ -475,7 +525,7 @@ class PostgresStore(TagFormat):
                     f"database {self.location} has schema version {have}, this helpdesk needs {need}: "
                     + ("run `helpdesk -c CONFIG store migrate`" if have < need else "upgrade this helpdesk"))
             if not readonly:
-                self._lease = _Lease(url, password, self.location)
+                self._lease = _Lease(url, password, self.location, on_lease_lost)
                 if not self._lease.acquire(self.conn, standby):
                     raise StandbyStopped("stopped while waiting as a standby desk")
                 if show_addresses is not None:
@@ -744,7 +794,7 @@ class PostgresStore(TagFormat):
         return self._in_tx
 
     def delivery_log(self) -> PgDeliveryLog:
-        return PgDeliveryLog(self.url, self._password)
+        return PgDeliveryLog(self.url, self._password, self._lease.token if self._lease is not None else None)
 
     def set_analyst_addresses(self, show: bool) -> None:
         _set_analyst_addresses(self.conn, show)

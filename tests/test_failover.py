@@ -152,9 +152,11 @@ def test_a_desk_that_froze_past_its_lease_cannot_write_when_it_wakes(tmp_path, m
         first.send_signal(signal.SIGCONT)
         mailbox.deliver(customer_mail("later@cust.example", "After it woke", "hello"))
         smtp_sink.wait_for(2, timeout=30)
-        # The woken desk finds the lease gone at its next commit and stops without writing.
+        # The woken desk learns the lease is gone (its renewal, its next send or commit) and stops without writing.
         assert first.wait(timeout=30) == 3
         assert "another desk took over" in first_log.read_text()
+        assert sorted(r for m in smtp_sink.messages() for r in m.rcpt_tos) == \
+            ["late@cust.example", "later@cust.example"], "the woken desk sent nothing"
     finally:
         desks.stop_all()
     assert sorted(t["customer"] for t in tickets(pg_config, password=mailbox.password)) == \

@@ -113,6 +113,31 @@ def test_a_move_that_fails_fails_its_batch_and_the_next_run_only_moves_the_mail(
     assert mailbox.count("INBOX") == 0
 
 
+@pytest.mark.integration
+def test_mail_that_leaves_the_inbox_between_the_search_and_the_fetch_is_no_batch(desk_config, mailbox, smtp_sink):
+    mailbox.deliver_many([customer_mail(f"c{i}@cust.example", f"Request {i}", "body") for i in range(5)])
+    config = load_config(desk_config)
+    with Desk(config) as desk:
+        desk.mailbox.connect()
+        search = desk.mailbox.waiting_uids
+
+        def search_then_another_client_takes_them():
+            found = search()
+            with mailbox.client() as other:  # a second desk, or a person in their mail client
+                other.select_folder("INBOX")
+                other.delete_messages(found)
+                other.expunge()
+            return found
+
+        desk.mailbox.waiting_uids = search_then_another_client_takes_them
+        gone = desk.intake.run_batch()
+        assert (gone.handled, gone.moved) == (0, 0)
+        del desk.mailbox.waiting_uids
+        mailbox.deliver(customer_mail("late@cust.example", "After that", "body"))
+        assert desk.run_once().handled == 1, "the desk goes on"
+    assert acknowledged(smtp_sink) == ["late@cust.example"]
+
+
 def test_a_failing_step_is_kept_for_finish_not_raised_into_the_sender():
     done: list[int] = []
 

@@ -1,8 +1,11 @@
 """The PostgreSQL store's own parts: config keys, schema versions, analysts' views and role (private server)."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 
 import psycopg
@@ -11,7 +14,8 @@ import pytest
 from maildesk.daemon.config import ConfigError, parse_config
 from maildesk.model import Event, Message, StaffRecord, Ticket
 from maildesk.storage.journal import StoreError
-from maildesk.storage.postgres import PostgresStore, migrate, schema_version_needed
+from maildesk.storage.lock import StoreLocked
+from maildesk.storage.postgres import LEASE_SECONDS, PostgresStore, migrate, schema_version_needed
 
 from .desk import NO_SERVERS, REPO
 
@@ -131,3 +135,73 @@ def test_a_reader_beside_the_writer_sees_only_what_is_committed(postgres):
         assert reader.get_ticket(1).subject == "s"
         with pytest.raises(StoreError, match="read-only"):
             reader.record_attempt("k")
+
+
+# A desk that took the lease, then froze in the middle of a pipeline with the lease row locked (as
+# its commit's fencing statement locks it) before the sync: the server is still reading that
+# transaction's messages, so no idle-in-transaction timeout runs for it.
+FROZEN_IN_A_PIPELINE = """
+import os, signal, sys
+import psycopg
+from maildesk.storage.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+try:
+    with store.conn.pipeline():
+        store.conn.execute("BEGIN")
+        store.conn.execute("SELECT 1 FROM desk_lease WHERE id = 1 FOR UPDATE")
+        store.conn.pgconn.flush()
+        print("frozen", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    print("its transaction went on", flush=True)
+except psycopg.Error as exc:
+    print("woke without its session:", type(exc).__name__, flush=True)
+"""
+
+
+def test_a_standby_ends_the_session_of_a_desk_frozen_holding_the_lease_row_once_its_lease_lapses(postgres):
+    url = postgres.create_database()
+    frozen = subprocess.Popen([sys.executable, "-c", FROZEN_IN_A_PIPELINE, url], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert frozen.stdout.readline().strip() == "frozen"
+        start = time.monotonic()
+        with pytest.raises(StoreLocked, match="only one desk works at a time"):
+            PostgresStore(url)  # `once` beside it: refused while its lease runs
+        give_up = start + 30
+        with PostgresStore(url, standby=lambda: time.monotonic() > give_up) as standby:
+            took = time.monotonic() - start
+            number = standby.allocate_ticket_number()
+            standby.save_ticket(Ticket(number=number, tag="TS-000001", subject="s", customer="c@x.example",
+                                       customer_name="", stage="received", language="en", created_at=NOW,
+                                       updated_at=NOW))
+            standby.commit()
+        assert took < LEASE_SECONDS + 3, f"took over after {took:.1f} s"
+        frozen.send_signal(signal.SIGCONT)
+        out, _ = frozen.communicate(timeout=30)
+        assert out.startswith("woke without its session")
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.kill()
+        frozen.wait()
+        frozen.stdout.close()
+    with PostgresStore(url, readonly=True) as reader:
+        assert reader.get_ticket(1).subject == "s"
+
+
+def test_a_desk_whose_lease_was_taken_is_told_and_can_neither_send_nor_commit(postgres):
+    url = postgres.create_database()
+    lost = threading.Event()
+    with PostgresStore(url, on_lease_lost=lost.set) as desk:
+        log = desk.delivery_log()
+        log.sending("before@example.com")
+        with psycopg.connect(url, autocommit=True) as other:  # what a take-over does to the lease row
+            other.execute("UPDATE desk_lease SET token = token + 1, holder = 'the other desk' WHERE id = 1")
+        assert lost.wait(LEASE_SECONDS), "the lease's own thread notices the take-over"
+        with pytest.raises(StoreError, match="another desk took over"):
+            log.sending("after@example.com")
+        desk.allocate_ticket_number()
+        with pytest.raises(StoreError, match="another desk took over"):
+            desk.commit()
+        log.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT mail_id FROM delivery_log").fetchall() == [("before@example.com",)]
