@@ -4,6 +4,7 @@
     python bench/intake.py --quick         # CI: 200 mails on an empty store and on 2,000 tickets
     python bench/intake.py --mails 1000 --preload 5000
     python bench/intake.py --set smtp.connections=3 --set tickets.notify_digest_after=0
+    python bench/intake.py --repeat 5       # five timed runs per store size, and their median
 
 The daemon runs with the shipped ``config.toml``; only what a loopback
 benchmark must change is changed (servers, no TLS, no SMTP login, no
@@ -29,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import smtplib
 import statistics
 import subprocess
@@ -238,7 +240,8 @@ def floor(sink: SmtpSink) -> tuple[int, float]:
 
 
 def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
-             overrides: dict[str, object], profile: Path | None = None) -> dict:
+             overrides: dict[str, object], profile: Path | None = None, repeat: int = 1) -> list[dict]:
+    """``repeat`` timed runs, each from the same warmed-up store with new mails, and its floor right after."""
     account = dovecot.add_user()
     sink = SmtpSink().start()
     workdir = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
@@ -256,30 +259,38 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
         warm = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
         if warm.returncode != 0:
             raise SystemExit(f"helpdesk once (warm-up) failed:\n{warm.stderr[-3000:]}")
-        sink.clear()
-        raws = new_mails(mails, replyable, rng)
-        account.deliver_many(raws)
         if profile is not None:
             command[1:1] = ["-m", "cProfile", "-o", str(profile)]
-        started = time.perf_counter()
-        proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-        elapsed = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
-        handled = [float(ms) for ms in re.findall(r" ms=([\d.]+)", proc.stderr)]
-        fetch_to_send = float(re.search(r"([\d.]+) s from first fetch to last send", proc.stderr).group(1))
-        peak_mb = float(re.search(r"peak memory ([\d.]+) MB", proc.stderr).group(1))
-        size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
-        smtp_messages, floor_s = floor(sink)
-        return {
-            "tickets": tickets, "mails": mails, "seconds": elapsed, "rate": mails / fetch_to_send,
-            "process_rate": mails / elapsed, "fetch_to_send": fetch_to_send,
-            "median_ms": statistics.median(handled) if handled else float("nan"),
-            "p95_ms": statistics.quantiles(handled, n=20)[18] if len(handled) >= 20 else float("nan"),
-            "rss_mb": peak_mb, "store_mb": size / 2**20, "sent": smtp_messages,
-            "preload_s": preload_s, "floor_s": floor_s,
-            "settings": effective_settings(config),
-        }
+        warmed = workdir / "var.warmed"
+        if repeat > 1:
+            shutil.copytree(store_path.parent, warmed)
+        results = []
+        for run in range(repeat):
+            if run:
+                shutil.rmtree(store_path.parent)
+                shutil.copytree(warmed, store_path.parent)
+            sink.clear()
+            account.deliver_many(new_mails(mails, replyable, rng))
+            started = time.perf_counter()
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
+            elapsed = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
+            handled = [float(ms) for ms in re.findall(r" ms=([\d.]+)", proc.stderr)]
+            fetch_to_send = float(re.search(r"([\d.]+) s from first fetch to last send", proc.stderr).group(1))
+            peak_mb = float(re.search(r"peak memory ([\d.]+) MB", proc.stderr).group(1))
+            size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
+            smtp_messages, floor_s = floor(sink)
+            results.append({
+                "tickets": tickets, "mails": mails, "seconds": elapsed, "rate": mails / fetch_to_send,
+                "process_rate": mails / elapsed, "fetch_to_send": fetch_to_send,
+                "median_ms": statistics.median(handled) if handled else float("nan"),
+                "p95_ms": statistics.quantiles(handled, n=20)[18] if len(handled) >= 20 else float("nan"),
+                "rss_mb": peak_mb, "store_mb": size / 2**20, "sent": smtp_messages,
+                "preload_s": preload_s, "floor_s": floor_s,
+                "settings": effective_settings(config),
+            })
+        return results
     finally:
         sink.stop()
 
@@ -303,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", type=_setting, action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change one setting of the shipped config.toml (repeatable)")
     parser.add_argument("--smtp-connections", type=int, help="short for --set smtp.connections=N")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per store size, each from the same "
+                        "warmed-up store with new mails and followed by its own floor; more than one adds a "
+                        "median line (this machine's speed drifts, so one run says little)")
     parser.add_argument("--profile", type=Path, help="run the daemon under cProfile and write the stats here "
                         "(one file per case, suffixed with the store size)")
     args = parser.parse_args(argv)
@@ -328,16 +342,24 @@ def main(argv: list[str] | None = None) -> int:
         shown = None
         for tickets in sizes:
             profile = args.profile.with_name(f"{args.profile.name}.{tickets}") if args.profile else None
-            r = run_case(dovecot, mails, tickets, rng, overrides, profile)
-            if r["settings"] != shown:
-                shown = r["settings"]
+            runs = run_case(dovecot, mails, tickets, rng, overrides, profile, max(1, args.repeat))
+            if runs[0]["settings"] != shown:
+                shown = runs[0]["settings"]
                 print("settings used: " + ", ".join(f"{k} = {_toml(v)}" for k, v in shown.items()))
-            floor_rate = r["sent"] / r["floor_s"] if r["floor_s"] else float("nan")
-            desk_rate = r["sent"] / r["fetch_to_send"]
-            print(f"{r['tickets']:>8} {r['mails']:>6} {r['fetch_to_send']:>8.2f} {r['rate']:>8.0f} "
-                  f"{r['process_rate']:>8.0f} {r['median_ms']:>10.2f} "
-                  f"{r['p95_ms']:>8.2f} {r['rss_mb']:>12.0f} {r['store_mb']:>9.1f} {r['sent']:>6} "
-                  f"{floor_rate:>8.0f} {desk_rate / floor_rate:>6.2f}", flush=True)
+            for r in runs:
+                r["floor_rate"] = r["sent"] / r["floor_s"] if r["floor_s"] else float("nan")
+                r["ratio"] = r["sent"] / r["fetch_to_send"] / r["floor_rate"]
+                print(f"{r['tickets']:>8} {r['mails']:>6} {r['fetch_to_send']:>8.2f} {r['rate']:>8.0f} "
+                      f"{r['process_rate']:>8.0f} {r['median_ms']:>10.2f} "
+                      f"{r['p95_ms']:>8.2f} {r['rss_mb']:>12.0f} {r['store_mb']:>9.1f} {r['sent']:>6} "
+                      f"{r['floor_rate']:>8.0f} {r['ratio']:>6.2f}", flush=True)
+            if len(runs) > 1:
+                middle = {k: statistics.median(r[k] for r in runs) for k in ("fetch_to_send", "rate", "floor_rate",
+                                                                          "ratio")}
+                print(f"{'median':>8} {mails:>6} {middle['fetch_to_send']:>8.2f} {middle['rate']:>8.0f} "
+                      f"{'':>8} {'':>10} {'':>8} {'':>12} {'':>9} {'':>6} {middle['floor_rate']:>8.0f} "
+                      f"{middle['ratio']:>6.2f}   of {len(runs)} runs (min {min(r['rate'] for r in runs):.0f}, "
+                      f"max {max(r['rate'] for r in runs):.0f} mails/s)", flush=True)
     finally:
         dovecot.stop()
     return 0
