@@ -303,6 +303,7 @@ class _Lease:
         self.password = password
         self.location = location
         self.on_lost = on_lost
+        self._cannot_end_told = False
         self.holder = f"{socket.gethostname()} pid {os.getpid()}"
         self.token: int | None = None
         self._stop = threading.Event()
@@ -341,19 +342,24 @@ class _Lease:
         for the lock, says whether the holder still renews; once it lapsed, its session is ended
         here, which releases the row and fences the holder out as a take-over would anyway.
         """
-        token, holder, lapsed = conn.execute(
-            "SELECT token, holder, expires_at < now() FROM desk_lease WHERE id = 1").fetchone()
-        if not lapsed:
-            return holder, False
+        holder = "another desk"
         try:
+            token, holder, lapsed = conn.execute(
+                "SELECT token, holder, expires_at < now() FROM desk_lease WHERE id = 1").fetchone()
+            if not lapsed:
+                return holder, False
             ended, = conn.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks "
                 "WHERE locktype = 'advisory' AND classid = %s::int4::oid AND objid = %s::int4::oid "
                 "AND objsubid = 2 AND granted AND pid <> pg_backend_pid()",
                 (ADVISORY_KEY, _lock_id(token))).fetchone()
         except psycopg.Error as exc:
-            # Not allowed to (another role, without pg_signal_backend): the server's own timeouts remain.
-            log.warning("standby: cannot end the session of desk %s, whose lease lapsed: %s", holder, _one_line(exc))
+            # E.g. not allowed (another role, without pg_signal_backend): the server's own timeouts
+            # remain, and a lost connection shows at the next try.
+            if not self._cannot_end_told:
+                log.warning("standby: cannot end the session of desk %s, whose lease lapsed: %s", holder,
+                            _one_line(exc))
+                self._cannot_end_told = True
             return holder, False
         if ended:
             log.warning("standby: desk %s let its lease lapse inside a commit; its database session is ended",
@@ -367,13 +373,12 @@ class _Lease:
         grace = time.monotonic() + 2
         while True:
             try:
-                try:
-                    token, holder, lapsed = self._try_take(conn)
-                except psycopg.errors.LockNotAvailable:
-                    token, lapsed = None, False
-                    holder, ended = self._end_frozen_holder(conn)
-                    if ended:
-                        continue
+                token, holder, lapsed = self._try_take(conn)
+            except psycopg.errors.LockNotAvailable:
+                token, lapsed = None, False
+                holder, ended = self._end_frozen_holder(conn)
+                if ended:
+                    continue
             except psycopg.Error as exc:
                 raise StoreError(f"store {self.location}: {_one_line(exc)}") from None
             if token is not None:
