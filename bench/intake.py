@@ -239,6 +239,45 @@ def floor(sink: SmtpSink) -> tuple[int, float]:
     return len(sent), time.perf_counter() - started
 
 
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds used by process ``pid`` and its descendants, the finished ones included.
+
+    Each live process of the tree counts its own time and that of the children it has reaped, so
+    every process is counted once, whether it still runs or has finished.
+    """
+    if pid is None:
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(")") + 2:].split()
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    tree, grown = {pid}, True
+    while grown:
+        found = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return sum(used.get(p, 0.0) for p in tree)
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
              overrides: dict[str, object], profile: Path | None = None, repeat: int = 1) -> list[dict]:
     """``repeat`` timed runs, each from the same warmed-up store with new mails, and its floor right after."""
@@ -271,14 +310,20 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
                 shutil.copytree(warmed, store_path.parent)
             sink.clear()
             account.deliver_many(new_mails(mails, replyable, rng))
+            cpu_before = _children_cpu(), _own_cpu(), _tree_cpu(dovecot.pid)
             started = time.perf_counter()
             proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
             elapsed = time.perf_counter() - started
+            # The desk's process with its parsing helper (a child it waits for), this process
+            # (the sink's thread; the main thread only waits), and Dovecot's processes.
+            cpu_after = _children_cpu(), _own_cpu(), _tree_cpu(dovecot.pid)
+            desk_and_helper, sink_cpu, dovecot_cpu = (a - b for a, b in zip(cpu_after, cpu_before))
             if proc.returncode != 0:
                 raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
             handled = [float(ms) for ms in re.findall(r" ms=([\d.]+)", proc.stderr)]
             fetch_to_send = float(re.search(r"([\d.]+) s from first fetch to last send", proc.stderr).group(1))
             peak_mb = float(re.search(r"peak memory ([\d.]+) MB", proc.stderr).group(1))
+            desk_cpu = float(re.search(r"CPU ([\d.]+) s in this process", proc.stderr).group(1))
             size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
             smtp_messages, floor_s = floor(sink)
             results.append({
@@ -288,11 +333,17 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
                 "p95_ms": statistics.quantiles(handled, n=20)[18] if len(handled) >= 20 else float("nan"),
                 "rss_mb": peak_mb, "store_mb": size / 2**20, "sent": smtp_messages,
                 "preload_s": preload_s, "floor_s": floor_s,
+                "cpu": {"desk": desk_cpu, "helper": max(0.0, desk_and_helper - desk_cpu), "sink": sink_cpu,
+                        "dovecot": dovecot_cpu},
                 "settings": effective_settings(config),
             })
         return results
     finally:
         sink.stop()
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return "/".join(f"{cpu[k]:.2f}" for k in ("desk", "helper", "sink", "dovecot"))
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -336,9 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         print("mails/s: from the daemon's first fetch until the SMTP server accepted the last mail; "
               "process: the same including start-up and loading the store; floor: plain smtplib sending the "
               "same SMTP messages to the same sink over one connection; ratio: desk's SMTP messages/s over "
-              "the floor's")
+              "the floor's; CPU s: the desk's process (start-up included), its parsing helper, the SMTP sink "
+              "and Dovecot during the run")
         print(f"{'stored':>8} {'mails':>6} {'seconds':>8} {'mails/s':>8} {'process':>8} {'median ms':>10} "
-              f"{'p95 ms':>8} {'peak RSS MB':>12} {'store MB':>9} {'sent':>6} {'floor/s':>8} {'ratio':>6}")
+              f"{'p95 ms':>8} {'peak RSS MB':>12} {'store MB':>9} {'sent':>6} {'floor/s':>8} {'ratio':>6}  "
+              "CPU s desk/helper/sink/Dovecot")
         shown = None
         for tickets in sizes:
             profile = args.profile.with_name(f"{args.profile.name}.{tickets}") if args.profile else None
@@ -352,13 +405,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r['tickets']:>8} {r['mails']:>6} {r['fetch_to_send']:>8.2f} {r['rate']:>8.0f} "
                       f"{r['process_rate']:>8.0f} {r['median_ms']:>10.2f} "
                       f"{r['p95_ms']:>8.2f} {r['rss_mb']:>12.0f} {r['store_mb']:>9.1f} {r['sent']:>6} "
-                      f"{r['floor_rate']:>8.0f} {r['ratio']:>6.2f}", flush=True)
+                      f"{r['floor_rate']:>8.0f} {r['ratio']:>6.2f}  {_cpu_text(r['cpu'])}", flush=True)
             if len(runs) > 1:
                 middle = {k: statistics.median(r[k] for r in runs) for k in ("fetch_to_send", "rate", "floor_rate",
                                                                           "ratio")}
                 print(f"{'median':>8} {mails:>6} {middle['fetch_to_send']:>8.2f} {middle['rate']:>8.0f} "
                       f"{'':>8} {'':>10} {'':>8} {'':>12} {'':>9} {'':>6} {middle['floor_rate']:>8.0f} "
-                      f"{middle['ratio']:>6.2f}   of {len(runs)} runs (min {min(r['rate'] for r in runs):.0f}, "
+                      f"{middle['ratio']:>6.2f}  "
+                      f"{_cpu_text({k: statistics.median(r['cpu'][k] for r in runs) for k in runs[0]['cpu']})}"
+                      f"   of {len(runs)} runs (min {min(r['rate'] for r in runs):.0f}, "
                       f"max {max(r['rate'] for r in runs):.0f} mails/s)", flush=True)
     finally:
         dovecot.stop()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -249,9 +250,10 @@ def _once(config) -> int:
             return _fail(f"imap: connection lost: {exc}", EXIT_SERVER)
         logging.getLogger("maildesk.daemon").info(
             "once: %d mail(s) handled (%s), %d quarantined, %d sent, %d waiting for retry; %.3f s from first "
-            "fetch to last send; peak memory %.0f MB", summary.handled,
+            "fetch to last send; peak memory %.0f MB; CPU %.2f s in this process", summary.handled,
             ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())) or "none",
-            summary.quarantined, summary.sent, summary.deferred, summary.seconds, peak_memory_mb())
+            summary.quarantined, summary.sent, summary.deferred, summary.seconds, peak_memory_mb(),
+            cpu_seconds())
         if desk.sender.unreachable:
             return _fail(f"smtp: {desk.sender.unreachable}; the mail stays in the outbox", EXIT_SERVER)
     return 0
@@ -412,6 +414,12 @@ def peak_memory_mb() -> float:
         pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User and system CPU this process has used (its parsing helper, a child, not included)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _print_json(value) -> None:

@@ -284,6 +284,11 @@ class Dovecot:
             "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
         os.chmod(self.root / "server.key", 0o644)  # read by dovecot's own processes
 
+    @property
+    def pid(self) -> int | None:
+        """The master process's id (its own processes are its children), while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def add_user(self) -> MailAccount:
         """A fresh mailbox, from accounts written before the server started.
 
