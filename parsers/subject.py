@@ -7,6 +7,7 @@ appear twice, or be removed by the customer.  These functions are pure.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, urlencode
 
 # Reply and forward prefixes seen from common clients, English, Chinese
 # (simplified and traditional), German, French, Dutch, Nordic, Spanish.
@@ -56,3 +57,18 @@ def clean_subject(subject: str, prefix: str) -> str:
 
 def tagged_subject(tag: str, subject: str) -> str:
     return f"[{tag}] {subject}".rstrip()
+
+
+# RFC 6068: an addr-spec in a mailto: URI keeps "@" and the sub-delimiters; "%", "?", "#", "/"
+# and the like in a local part are percent-encoded, or a client would read them as URI syntax.
+_MAILTO_ADDRESS_SAFE = "@!$'()*+,;:=~"
+
+
+def reply_link(address: str, subject: str, body: str | None = None) -> str:
+    """A ``mailto:`` link that writes to ``address`` with ``subject`` (and ``body``) filled in.
+
+    UTF-8 and percent-encoded as RFC 6068 asks, so a Chinese subject and its ticket tag reach
+    the desk as they were.
+    """
+    fields = {"subject": subject} if body is None else {"subject": subject, "body": body}
+    return f"mailto:{quote(address, safe=_MAILTO_ADDRESS_SAFE)}?{urlencode(fields, quote_via=quote, safe='')}"

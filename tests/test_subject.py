@@ -1,6 +1,8 @@
 import pytest
 
-from maildesk.parsers.subject import clean_subject, find_tags, strip_reply_prefixes, tagged_subject
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from maildesk.parsers.subject import clean_subject, find_tags, reply_link, strip_reply_prefixes, tagged_subject
 
 
 @pytest.mark.parametrize("subject, tags, clean", [
@@ -27,3 +29,19 @@ def test_strip_prefixes_is_repeated_and_keeps_chinese_punctuation():
 
 def test_tagged_subject():
     assert tagged_subject("TS-000042", "Printer") == "[TS-000042] Printer"
+
+
+@pytest.mark.parametrize("address, subject, body", [
+    ("support@example.com", "Re: [TS-000042] 打印机卡纸 & 100% 坏了?", None),
+    ("help+desk@example.com", "Re: [TS-000007] a#b/c=d", "5"),
+    ("odd%local?part#x@example.com", "Re: [TS-000001] x", "评分 4"),
+])
+def test_a_reply_link_brings_back_the_address_subject_and_body_it_was_made_with(address, subject, body):
+    link = reply_link(address, subject, body)
+    assert link.isascii() and " " not in link, "a URI, fit for plain text"
+    parts = urlsplit(link)
+    assert parts.scheme == "mailto" and unquote(parts.path) == address
+    assert "?" not in parts.path and "#" not in link, "no part of the address is read as URI syntax"
+    fields = parse_qs(parts.query)
+    assert fields["subject"] == [subject]
+    assert fields.get("body") == ([body] if body is not None else None)

@@ -19,10 +19,9 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
-from urllib.parse import quote
 
 from maildesk.model import Address, OutboundMail, Ticket
-from maildesk.parsers.subject import tagged_subject
+from maildesk.parsers.subject import reply_link, tagged_subject
 
 PERIOD = timedelta(minutes=10)
 EXCERPT_CHARS = 160
@@ -47,10 +46,9 @@ class DigestEntry:
     at: datetime
 
 
-def reply_link(desk: Address, ticket: Ticket) -> str:
-    """``mailto:`` the desk, subject "Re: [TS-000042] <subject>" (RFC 6068: UTF-8, percent-encoded)."""
-    subject = quote(f"Re: {tagged_subject(ticket.tag, ticket.subject)}", safe="")
-    return f"mailto:{desk.email}?subject={subject}"
+def ticket_link(desk: Address, ticket: Ticket) -> str:
+    """``mailto:`` the desk, subject "Re: [TS-000042] <subject>"."""
+    return reply_link(desk.email, f"Re: {tagged_subject(ticket.tag, ticket.subject)}")
 
 
 def digest_entry(ticket: Ticket, text: str, recipients: list[str], ctx, *, unverified: str = "") -> DigestEntry:
@@ -62,7 +60,7 @@ def digest_entry(ticket: Ticket, text: str, recipients: list[str], ctx, *, unver
     block = ctx.renderer.render("notify_digest", lang, part="entry", tag=ticket.tag, subject=ticket.subject,
                                 customer=ticket.customer, customer_name=ticket.customer_name,
                                 received=ctx.now.isoformat(timespec="minutes"), excerpt=excerpt,
-                                link=reply_link(ctx.desk, ticket), unverified=unverified)
+                                link=ticket_link(ctx.desk, ticket), unverified=unverified)
     head, subject = _frame(ctx.renderer, lang, ctx.notify_digest_after)
     return DigestEntry(tuple(recipients), ctx.desk, lang, ticket.tag, block, head, subject, ctx.now)
 

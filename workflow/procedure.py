@@ -9,7 +9,6 @@ the nearest keyword.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +18,7 @@ from maildesk.parsers.commands import (SELF_SERVICE_COMMANDS, SUPERVISOR_COMMAND
                                        text_without_commands)
 from maildesk.parsers.own_text import lines_below_unproven_quotes, without_own_text
 from maildesk.parsers.reply import split_reply
-from maildesk.parsers.subject import tagged_subject
+from maildesk.parsers.subject import reply_link, tagged_subject
 from maildesk.workflow import stages
 from maildesk.workflow.intake import (DeskContext, Effects, _copy, _inbound_message, _record_outbound,
                                       _remember_ids, _staff_recipients, forged_customer)
@@ -278,8 +277,7 @@ def _rating_links(ticket: Ticket, ctx: DeskContext) -> list[tuple[int, str]]:
     links = []
     for score in (5, 4, 3, 2, 1):
         subject = f"Re: {tagged_subject(ticket.tag, ticket.subject)} {word} {score}"
-        query = urllib.parse.urlencode({"subject": subject, "body": str(score)}, quote_via=urllib.parse.quote)
-        links.append((score, f"mailto:{ctx.desk.email}?{query}"))
+        links.append((score, reply_link(ctx.desk.email, subject, str(score))))
     return links
 
 
