@@ -5,6 +5,7 @@
     python bench/intake.py --mails 1000 --preload 5000
     python bench/intake.py --set smtp.connections=3 --set tickets.notify_digest_after=0
     python bench/intake.py --repeat 5       # five timed runs per store size, and their median
+    python bench/intake.py --latency-ms 2 --preload 0   # servers 4 ms of round trip away
 
 The daemon runs with the shipped ``config.toml``; only what a loopback
 benchmark must change is changed (servers, no TLS, no SMTP login, no
@@ -47,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from maildesk.model import Address, Event, Message, OutboundMail, Ticket  # noqa: E402
 from maildesk.storage.store import TicketStore  # noqa: E402
+from bench.latency import DelayRelay  # noqa: E402
 from tests.mailservers import Dovecot, SmtpSink  # noqa: E402
 
 SUBJECTS_ZH = ["打印机卡纸", "邮箱容量已满，无法收信", "VPN 每小时断开一次", "会议室投影仪没有信号", "电脑无法开机",
@@ -226,12 +228,12 @@ def effective_settings(config: Path) -> dict[str, object]:
     return found
 
 
-def floor(sink: SmtpSink) -> tuple[int, float]:
+def floor(sink: SmtpSink, port: int | None = None) -> tuple[int, float]:
     """Send what the desk sent, again, with plain smtplib over one connection: (messages, seconds)."""
     sent = sink.messages()
     sink.clear()
     started = time.perf_counter()
-    with smtplib.SMTP(sink.host, sink.port) as client:
+    with smtplib.SMTP(sink.host, port or sink.port) as client:
         client.ehlo()
         for m in sent:
             options = ["SMTPUTF8"] if m.smtputf8 else []
@@ -279,13 +281,24 @@ def _own_cpu() -> float:
 
 
 def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
-             overrides: dict[str, object], profile: Path | None = None, repeat: int = 1) -> list[dict]:
-    """``repeat`` timed runs, each from the same warmed-up store with new mails, and its floor right after."""
+             overrides: dict[str, object], profile: Path | None = None, repeat: int = 1,
+             latency_ms: float = 0) -> list[dict]:
+    """``repeat`` timed runs, each from the same warmed-up store with new mails, and its floor right after.
+
+    With ``latency_ms``, the desk reaches Dovecot and the sink, and the floor the sink, through
+    relays that hold every chunk that long each way.
+    """
     account = dovecot.add_user()
     sink = SmtpSink().start()
+    relays: list[DelayRelay] = []
     workdir = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
     try:
-        config = bench_config(workdir, imap_port=dovecot.port, imap_user=account.username, smtp_port=sink.port,
+        imap_port, smtp_port = dovecot.port, sink.port
+        if latency_ms:
+            relays = [DelayRelay(dovecot.host, dovecot.port, latency_ms).start(),
+                      DelayRelay(sink.host, sink.port, latency_ms).start()]
+            imap_port, smtp_port = (relay.port for relay in relays)
+        config = bench_config(workdir, imap_port=imap_port, imap_user=account.username, smtp_port=smtp_port,
                               overrides=overrides)
         store_path = workdir / "var" / "helpdesk.json"
         started = time.perf_counter()
@@ -325,7 +338,7 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
             peak_mb = float(re.search(r"peak memory ([\d.]+) MB", proc.stderr).group(1))
             desk_cpu = float(re.search(r"CPU ([\d.]+) s in this process", proc.stderr).group(1))
             size = sum(p.stat().st_size for p in store_path.parent.rglob("*") if p.is_file())
-            smtp_messages, floor_s = floor(sink)
+            smtp_messages, floor_s = floor(sink, smtp_port)
             results.append({
                 "tickets": tickets, "mails": mails, "seconds": elapsed, "rate": mails / fetch_to_send,
                 "process_rate": mails / elapsed, "fetch_to_send": fetch_to_send,
@@ -339,6 +352,8 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
             })
         return results
     finally:
+        for relay in relays:
+            relay.stop()
         sink.stop()
 
 
@@ -368,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per store size, each from the same "
                         "warmed-up store with new mails and followed by its own floor; more than one adds a "
                         "median line (this machine's speed drifts, so one run says little)")
+    parser.add_argument("--latency-ms", type=float, default=0, help="put the IMAP and SMTP servers this far "
+                        "away: every chunk is held this long each way by a relay process (a round trip of "
+                        "twice this); the floor goes through the same relay")
     parser.add_argument("--profile", type=Path, help="run the daemon under cProfile and write the stats here "
                         "(one file per case, suffixed with the store size)")
     args = parser.parse_args(argv)
@@ -384,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
               "reports the pre-loaded history made due; for loopback: "
               + ", ".join(f"{k} = {_toml(v) if v is not None else '(unset)'}" for k, v in BENCH_SETTINGS.items())
               + ("; asked for: " + ", ".join(f"{k} = {_toml(v)}" for k, v in overrides.items()) if overrides else ""))
+        if args.latency_ms:
+            print(f"latency: Dovecot and the SMTP sink sit behind relays that hold every chunk {args.latency_ms:g} ms "
+                  f"each way (a round trip of {2 * args.latency_ms:g} ms); the floor's client goes through the same "
+                  "relay")
         print("mails/s: from the daemon's first fetch until the SMTP server accepted the last mail; "
               "process: the same including start-up and loading the store; floor: plain smtplib sending the "
               "same SMTP messages to the same sink over one connection; ratio: desk's SMTP messages/s over "
@@ -395,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = None
         for tickets in sizes:
             profile = args.profile.with_name(f"{args.profile.name}.{tickets}") if args.profile else None
-            runs = run_case(dovecot, mails, tickets, rng, overrides, profile, max(1, args.repeat))
+            runs = run_case(dovecot, mails, tickets, rng, overrides, profile, max(1, args.repeat),
+                            args.latency_ms)
             if runs[0]["settings"] != shown:
                 shown = runs[0]["settings"]
                 print("settings used: " + ", ".join(f"{k} = {_toml(v)}" for k, v in shown.items()))
