@@ -43,6 +43,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -247,37 +249,25 @@ def _tree_cpu(pid: int | None) -> float:
     Each live process of the tree counts its own time and that of the children it has reaped, so
     every process is counted once, whether it still runs or has finished.
     """
-    if pid is None:
+    try:
+        top = psutil.Process(pid)
+        tree = [top, *top.children(recursive=True)]
+    except (psutil.Error, ValueError):
         return float("nan")
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    used = 0.0
+    for process in tree:
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat[stat.rfind(")") + 2:].split()
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
-    tree, grown = {pid}, True
-    while grown:
-        found = {child for child, parent in parents.items() if parent in tree} - tree
-        tree |= found
-        grown = bool(found)
-    return sum(used.get(p, 0.0) for p in tree)
+            times = process.cpu_times()
+        except psutil.Error:
+            continue  # gone meanwhile: its time is its parent's now
+        used += times.user + times.system + times.children_user + times.children_system
+    return used
 
 
-def _children_cpu() -> float:
-    times = os.times()
-    return times.children_user + times.children_system
-
-
-def _own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+def _own_and_children_cpu() -> tuple[float, float]:
+    """(this process's CPU seconds, those of the children it has waited for)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system, times.children_user + times.children_system
 
 
 def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
@@ -323,14 +313,14 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
                 shutil.copytree(warmed, store_path.parent)
             sink.clear()
             account.deliver_many(new_mails(mails, replyable, rng))
-            cpu_before = _children_cpu(), _own_cpu(), _tree_cpu(dovecot.pid)
+            cpu_before = *_own_and_children_cpu(), _tree_cpu(dovecot.pid)
             started = time.perf_counter()
             proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
             elapsed = time.perf_counter() - started
             # The desk's process with its parsing helper (a child it waits for), this process
             # (the sink's thread; the main thread only waits), and Dovecot's processes.
-            cpu_after = _children_cpu(), _own_cpu(), _tree_cpu(dovecot.pid)
-            desk_and_helper, sink_cpu, dovecot_cpu = (a - b for a, b in zip(cpu_after, cpu_before))
+            cpu_after = *_own_and_children_cpu(), _tree_cpu(dovecot.pid)
+            sink_cpu, desk_and_helper, dovecot_cpu = (a - b for a, b in zip(cpu_after, cpu_before))
             if proc.returncode != 0:
                 raise SystemExit(f"helpdesk once failed:\n{proc.stderr[-3000:]}")
             handled = [float(ms) for ms in re.findall(r" ms=([\d.]+)", proc.stderr)]
