@@ -345,6 +345,7 @@ def run_case(dovecot: Dovecot, mails: int, tickets: int, rng: random.Random,
         for relay in relays:
             relay.stop()
         sink.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _cpu_text(cpu: dict[str, float]) -> str:

@@ -28,6 +28,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import smtplib
 import ssl
 import subprocess
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if postfix is not None:
             postfix.stop()
         dovecot.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -34,11 +34,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=100_000)
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="maildesk-bench-report-"))
-    store_path = workdir / "var" / "helpdesk.json"
+    with tempfile.TemporaryDirectory(prefix="maildesk-bench-report-") as workdir:
+        return _report(Path(workdir) / "var" / "helpdesk.json", args.tickets)
+
+
+def _report(store_path: Path, tickets: int) -> int:
     started = time.perf_counter()
-    preload(store_path, args.tickets, random.Random(7))
-    print(f"pre-loaded {args.tickets} tickets in {time.perf_counter() - started:.1f} s")
+    preload(store_path, tickets, random.Random(7))
+    print(f"pre-loaded {tickets} tickets in {time.perf_counter() - started:.1f} s")
     config = load_config(REPO / "config.toml", environ={"HELPDESK_IMAP_PASSWORD": "-", "HELPDESK_SMTP_PASSWORD": "-"})
     week = Week.last_complete(datetime.now(timezone.utc), config.report.timezone)
 

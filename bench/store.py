@@ -31,6 +31,7 @@ import argparse
 import io
 import multiprocessing
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -239,6 +240,7 @@ def main(argv=None) -> int:
               f"and the templates while the store computes: {first:.2f} s")
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
