@@ -249,10 +249,12 @@ def _tree_cpu(pid: int | None) -> float:
     Each live process of the tree counts its own time and that of the children it has reaped, so
     every process is counted once, whether it still runs or has finished.
     """
+    if pid is None:
+        return float("nan")  # psutil.Process(None) would be this process
     try:
         top = psutil.Process(pid)
         tree = [top, *top.children(recursive=True)]
-    except (psutil.Error, ValueError):
+    except psutil.Error:
         return float("nan")
     used = 0.0
     for process in tree:
